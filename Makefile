@@ -1,0 +1,14 @@
+PYTHON ?= python3
+export TF_CPP_MIN_LOG_LEVEL ?= 2
+
+.PHONY: install test test-all demo bench bench-quick
+
+install:
+	$(PYTHON) -m pip install -e ".[dev,torch]"
+
+# The README's test command (what CI runs). Slow full-size tests are opt-in: make test-all.
+test:
+	$(PYTHON) -m pytest -n 2 --dist loadfile -q -m "not slow" tests
+
+test-all:
+	$(PYTHON) -m pytest -n 2 --dist loadfile -q tests

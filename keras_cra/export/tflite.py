@@ -1,0 +1,179 @@
+"""TFLite (LiteRT) conversion with builtin ops only, and inference."""
+
+import numpy as np
+
+
+class UnsupportedOpsError(ValueError):
+    """The model needs ops outside the TFLite builtin set."""
+
+
+def _concrete_function(model, batch_size, input_dtype=None, preprocess=None):
+    import tensorflow as tf
+
+    shape = (batch_size,) + tuple(model.input_shape[1:])
+    if any(d is None for d in shape[1:]):
+        raise ValueError(
+            "TFLite export needs a model with a fixed input size; rebuild it "
+            "with a concrete `input_shape`. "
+            f"Received: model.input_shape={model.input_shape}"
+        )
+    dtype = input_dtype or model.inputs[0].dtype
+
+    @tf.function(input_signature=[tf.TensorSpec(shape, dtype, name="images")])
+    def serve(images):
+        x = preprocess(images) if preprocess is not None else images
+        return model(x, training=False)
+
+    return serve.get_concrete_function()
+
+
+def convert(
+    model,
+    quantization="float32",
+    batch_size=1,
+    representative_data=None,
+    integer_io="float",
+    input_dtype=None,
+    preprocess=None,
+):
+    """Converts a Keras model to a TFLite flatbuffer using builtin ops only.
+
+    Args:
+        model: a Keras model with a fixed input size.
+        quantization: `"float32"`, `"float16"` (float16 weights),
+            `"dynamic"` (dynamic-range int8 weights) or `"int8"` (full
+            integer, needs `representative_data`).
+        batch_size: int, or `None` for a dynamic batch dimension.
+        representative_data: with `"int8"`, an iterable of NumPy batches of
+            the model's input shape (calibration data).
+        integer_io: with `"int8"`, `"float"` (float I/O), `"int8"` or
+            `"uint8"` I/O tensors.
+        input_dtype: dtype of the input signature (default: the model's).
+        preprocess: optional function applied to the input before the model
+            (baked into the graph).
+
+    Returns:
+        The flatbuffer as `bytes`.
+
+    Raises:
+        UnsupportedOpsError: if any op would need Flex (select TF) ops.
+    """
+    import tensorflow as tf
+
+    if quantization not in ("float32", "float16", "dynamic", "int8"):
+        raise ValueError(
+            "`quantization` must be one of 'float32', 'float16', 'dynamic', "
+            f"'int8'. Received: quantization={quantization!r}"
+        )
+    if integer_io not in ("float", "int8", "uint8"):
+        raise ValueError(
+            "`integer_io` must be one of 'float', 'int8', 'uint8'. "
+            f"Received: integer_io={integer_io!r}"
+        )
+    from tensorflow.python.framework.convert_to_constants import (
+        convert_variables_to_constants_v2,
+    )
+
+    # Freeze the weights into constants: captured resource variables would
+    # otherwise become READ_VARIABLE ops that a stock runtime cannot feed.
+    fn = convert_variables_to_constants_v2(
+        _concrete_function(model, batch_size, input_dtype, preprocess)
+    )
+    converter = tf.lite.TFLiteConverter.from_concrete_functions([fn])
+    # Builtins only: conversion fails instead of silently adding Flex ops.
+    converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS]
+    if quantization == "float16":
+        converter.optimizations = [tf.lite.Optimize.DEFAULT]
+        converter.target_spec.supported_types = [tf.float16]
+    elif quantization == "dynamic":
+        converter.optimizations = [tf.lite.Optimize.DEFAULT]
+    elif quantization == "int8":
+        if representative_data is None:
+            raise ValueError(
+                "Full-integer quantization needs calibration data. "
+                "Received: representative_data=None"
+            )
+        expected = tuple(fn.inputs[0].shape[1:])
+        batches = [np.asarray(b) for b in representative_data]
+        for b in batches:
+            if b.ndim != len(expected) + 1 or tuple(b.shape[1:]) != expected:
+                raise ValueError(
+                    "Each representative batch must have shape "
+                    f"(batch, {', '.join(map(str, expected))}). "
+                    f"Received: representative_data batch shape={b.shape}"
+                )
+        np_dtype = fn.inputs[0].dtype.as_numpy_dtype
+        fixed_batch = fn.inputs[0].shape[0]
+
+        def gen():
+            for b in batches:
+                for start in range(0, len(b), fixed_batch or len(b)):
+                    yield [b[start : start + (fixed_batch or len(b))].astype(np_dtype)]
+
+        converter.optimizations = [tf.lite.Optimize.DEFAULT]
+        converter.representative_dataset = gen
+        converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
+        if integer_io != "float":
+            io_type = tf.int8 if integer_io == "int8" else tf.uint8
+            converter.inference_input_type = io_type
+            converter.inference_output_type = io_type
+    try:
+        return converter.convert()
+    except Exception as e:  # the converter raises ConverterError
+        message = str(e)
+        if "Flex" in message or "select" in message.lower() or "not supported" in message:
+            raise UnsupportedOpsError(
+                "The model needs ops outside the TFLite builtin set, so it "
+                f"cannot run on a stock LiteRT runtime. Converter said: {message}"
+            ) from e
+        raise
+
+
+def interpreter(model_content, num_threads=None):
+    """An `ai_edge_litert` interpreter for a flatbuffer (bytes) or path."""
+    from ai_edge_litert.interpreter import Interpreter
+
+    if isinstance(model_content, (bytes, bytearray)):
+        return Interpreter(model_content=bytes(model_content), num_threads=num_threads)
+    return Interpreter(model_path=str(model_content), num_threads=num_threads)
+
+
+def run(model_content, x, num_threads=None, interp=None):
+    """Runs a TFLite model on a batch `x`, handling (de)quantisation.
+
+    A dynamic batch dimension is resized to `len(x)`; a fixed batch of 1 is
+    run image by image.
+    """
+    interp = interp or interpreter(model_content, num_threads)
+    inp = interp.get_input_details()[0]
+    x = np.asarray(x)
+    fixed = inp["shape_signature"][0] != -1
+    if fixed and inp["shape"][0] != len(x):
+        return np.concatenate(
+            [run(None, x[i : i + inp["shape"][0]], interp=interp)
+             for i in range(0, len(x), inp["shape"][0])]
+        )
+    if not fixed:
+        interp.resize_tensor_input(inp["index"], x.shape)
+    interp.allocate_tensors()
+    inp = interp.get_input_details()[0]
+    out = interp.get_output_details()[0]
+    if inp["dtype"] in (np.int8, np.uint8) and x.dtype != inp["dtype"]:
+        scale, zero = inp["quantization"]
+        x = np.clip(np.round(x / scale + zero), np.iinfo(inp["dtype"]).min,
+                    np.iinfo(inp["dtype"]).max)
+    interp.set_tensor(inp["index"], x.astype(inp["dtype"]))
+    interp.invoke()
+    y = interp.get_tensor(out["index"])
+    if out["dtype"] in (np.int8, np.uint8):
+        scale, zero = out["quantization"]
+        y = (y.astype("float32") - zero) * scale
+    return y
+
+
+def op_names(model_content):
+    """The set of op names in a flatbuffer (for builtins-only checks)."""
+    from ai_edge_litert.interpreter import Interpreter
+
+    interp = Interpreter(model_content=bytes(model_content))
+    return {d["op_name"] for d in interp._get_ops_details()}

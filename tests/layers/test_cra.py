@@ -1,0 +1,237 @@
+import numpy as np
+import pytest
+import tensorflow as tf
+import keras
+from hypothesis import given, settings, strategies as st
+
+from keras_cra.layers import CRA, ChannelReassessmentAttention, adaptive_max_pool
+from keras_cra.layers.cra import adaptive_max_windows
+from keras_cra.export import tflite
+from tests.references import adaptive_max_pool_nhwc, cra_nhwc
+
+
+def _random_weights(layer, rng):
+    k = rng.normal(size=layer.kernel.shape).astype("float32")
+    b = rng.normal(size=layer.bias.shape).astype("float32")
+    layer.set_weights([k, b])
+    return k, b
+
+
+@settings(max_examples=40, deadline=None)
+@given(
+    n=st.integers(1, 3),
+    h=st.integers(1, 64),
+    w=st.integers(1, 64),
+    c=st.integers(1, 64),
+    channels_first=st.booleans(),
+    seed=st.integers(0, 2**16),
+)
+def test_matches_numpy_reference(n, h, w, c, channels_first, seed):
+    rng = np.random.default_rng(seed)
+    x = rng.normal(size=(n, h, w, c)).astype("float32")
+    fmt = "channels_first" if channels_first else "channels_last"
+    layer = CRA(data_format=fmt)
+    layer.build((None, c, None, None) if channels_first else (None, None, None, c))
+    k, b = _random_weights(layer, rng)
+    xin = x.transpose(0, 3, 1, 2) if channels_first else x
+    y = keras.ops.convert_to_numpy(layer(xin))
+    if channels_first:
+        y = y.transpose(0, 2, 3, 1)
+    np.testing.assert_allclose(y, cra_nhwc(x, k, b), rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize(
+    "size, expected",
+    [
+        # 8 into 7 bins: every window has 2 rows, neighbours overlap.
+        (8, [(0, 2), (1, 3), (2, 4), (3, 5), (4, 6), (5, 7), (6, 8)]),
+        # 3 into 7 bins: elements are repeated.
+        (3, [(0, 1), (0, 1), (0, 2), (1, 2), (1, 3), (2, 3), (2, 3)]),
+        (1, [(0, 1)] * 7),
+        (14, [(2 * i, 2 * i + 2) for i in range(7)]),
+    ],
+)
+def test_window_rule(size, expected):
+    start, end = adaptive_max_windows(size, 7)
+    assert list(zip(start.tolist(), end.tolist())) == expected
+
+
+@pytest.mark.parametrize("size", [8, 3, 1, 56, 10, 33])
+def test_specific_sizes(size):
+    rng = np.random.default_rng(size)
+    x = rng.normal(size=(2, size, size, 4)).astype("float32")
+    np.testing.assert_array_equal(
+        keras.ops.convert_to_numpy(adaptive_max_pool(x, 7, (1, 2))),
+        adaptive_max_pool_nhwc(x, 7),
+    )
+    layer = CRA()
+    layer.build(x.shape)
+    k, b = _random_weights(layer, rng)
+    np.testing.assert_allclose(layer(x), cra_nhwc(x, k, b), rtol=1e-5, atol=1e-6)
+
+
+def test_one_by_one_map_is_replicated():
+    x = np.arange(1, 4, dtype="float32").reshape(1, 1, 1, 3)
+    pooled = keras.ops.convert_to_numpy(adaptive_max_pool(x, 7, (1, 2)))
+    assert pooled.shape == (1, 7, 7, 3)
+    np.testing.assert_array_equal(pooled, np.broadcast_to(x, (1, 7, 7, 3)))
+
+
+@pytest.mark.parametrize("size", [7, 14, 28, 56, 21])
+@pytest.mark.parametrize("data_format", ["channels_last", "channels_first"])
+def test_fast_path_equals_general_path(size, data_format):
+    rng = np.random.default_rng(0)
+    shape = (2, size, size, 8) if data_format == "channels_last" else (2, 8, size, size)
+    x = rng.normal(size=shape).astype("float32")
+    layer = CRA(data_format=data_format)
+    layer.build(shape)
+    _random_weights(layer, rng)
+    np.testing.assert_array_equal(
+        keras.ops.convert_to_numpy(layer.gate(x, fast=True)),
+        keras.ops.convert_to_numpy(layer.gate(x, fast=False)),
+    )
+
+
+@pytest.mark.parametrize("pool_size, channels", [(7, 64), (3, 10), (1, 5)])
+def test_parameter_count_and_init(pool_size, channels):
+    layer = CRA(pool_size=pool_size)
+    layer.build((None, 14, 14, channels))
+    assert layer.count_params() == channels * (pool_size * pool_size + 1)
+    assert tuple(layer.kernel.shape) == (pool_size, pool_size, channels, 1)
+    np.testing.assert_array_equal(layer.bias.numpy(), 0.0)
+
+
+def test_he_normal_fan_in_is_per_channel():
+    layer = CRA()
+    layer.build((None, 7, 7, 2048))
+    std = float(np.std(layer.kernel.numpy()))
+    # fan_in = 7 * 7 (as PyTorch for a depthwise conv), not 7 * 7 * 2048.
+    assert abs(std - np.sqrt(2 / 49)) < 0.01
+
+
+def test_gradients_flow_and_training_changes_kernel():
+    inputs = keras.Input((10, 10, 6))
+    model = keras.Sequential(
+        [inputs, keras.layers.Conv2D(6, 3, padding="same"), CRA(name="cra"),
+         keras.layers.GlobalAveragePooling2D(), keras.layers.Dense(2)]
+    )
+    model.compile("sgd", keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    before = [w.copy() for w in model.get_layer("cra").get_weights()]
+    x = np.random.default_rng(0).normal(size=(8, 10, 10, 6)).astype("float32")
+    model.train_on_batch(x, np.arange(8) % 2)
+    after = model.get_layer("cra").get_weights()
+    assert not np.allclose(before[0], after[0])
+    assert not np.allclose(before[1], after[1])
+
+
+def test_unknown_spatial_size_in_one_model():
+    inputs = keras.Input((None, None, 5))
+    model = keras.Model(inputs, CRA(name="cra")(inputs))
+    layer = model.get_layer("cra")
+    k, b = _random_weights(layer, np.random.default_rng(1))
+    for h, w in [(1, 1), (3, 5), (8, 8), (28, 28), (33, 10)]:
+        x = np.random.default_rng(h).normal(size=(2, h, w, 5)).astype("float32")
+        np.testing.assert_allclose(model(x), cra_nhwc(x, k, b), rtol=1e-5, atol=1e-6)
+        np.testing.assert_allclose(
+            model.predict(x, verbose=0), cra_nhwc(x, k, b), rtol=1e-5, atol=1e-6
+        )
+
+
+def test_config_round_trip():
+    layer = CRA(
+        pool_size=5,
+        data_format="channels_first",
+        kernel_regularizer="l2",
+        bias_constraint="non_neg",
+        name="my_cra",
+    )
+    config = layer.get_config()
+    for key in ("pool_size", "data_format", "kernel_initializer", "bias_initializer",
+                "kernel_regularizer", "bias_regularizer", "kernel_constraint",
+                "bias_constraint"):
+        assert key in config
+    clone = ChannelReassessmentAttention.from_config(config)
+    assert clone.get_config() == config
+    restored = keras.saving.deserialize_keras_object(keras.saving.serialize_keras_object(layer))
+    assert isinstance(restored, ChannelReassessmentAttention)
+    assert restored.pool_size == 5
+
+
+def test_keras_file_round_trip(tmp_path):
+    inputs = keras.Input((9, 9, 3))
+    x = keras.layers.Conv2D(4, 3)(inputs)
+    model = keras.Model(inputs, CRA()(x))
+    data = np.random.default_rng(0).normal(size=(2, 9, 9, 3)).astype("float32")
+    path = tmp_path / "m.keras"
+    model.save(path)
+    restored = keras.saving.load_model(path)
+    np.testing.assert_array_equal(model.predict(data, verbose=0), restored.predict(data, verbose=0))
+
+
+@pytest.mark.parametrize("policy", ["mixed_float16", "mixed_bfloat16"])
+def test_mixed_precision(policy):
+    keras.config.set_dtype_policy(policy)
+    layer = CRA()
+    x = np.random.default_rng(0).normal(size=(2, 14, 14, 8)).astype("float32")
+    y = layer(x)
+    assert layer.kernel.dtype == "float32"
+    assert keras.backend.standardize_dtype(y.dtype) == policy.split("_")[1]
+    assert keras.backend.standardize_dtype(layer.gate(keras.ops.cast(x, y.dtype)).dtype) == "float32"
+    ref = cra_nhwc(x, layer.kernel.numpy(), layer.bias.numpy())
+    tol = 1e-2 if policy == "mixed_float16" else 5e-2
+    np.testing.assert_allclose(keras.ops.convert_to_numpy(keras.ops.cast(y, "float32")), ref,
+                               rtol=tol, atol=tol)
+
+
+def test_jit_compile():
+    inputs = keras.Input((12, 12, 4))
+    model = keras.Model(inputs, CRA(name="cra")(inputs))
+    model.compile("sgd", "mse", jit_compile=True)
+    x = np.random.default_rng(0).normal(size=(4, 12, 12, 4)).astype("float32")
+    k, b = model.get_layer("cra").get_weights()
+    np.testing.assert_allclose(model.predict(x, verbose=0), cra_nhwc(x, k, b), rtol=1e-5, atol=1e-6)
+    model.fit(x, x, epochs=1, verbose=0)
+    compiled = tf.function(lambda t: model(t), jit_compile=True)
+    np.testing.assert_allclose(compiled(x), model(x), rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("size", [14, 10, 5])
+@pytest.mark.parametrize("batch_size", [2, None])
+def test_tflite_builtins_only_parity(size, batch_size):
+    inputs = keras.Input((size, size, 6))
+    model = keras.Model(inputs, CRA(name="cra")(inputs))
+    _random_weights(model.get_layer("cra"), np.random.default_rng(0))
+    flat = tflite.convert(model, batch_size=batch_size)
+    assert not any("Flex" in op for op in tflite.op_names(flat))
+    x = np.random.default_rng(1).normal(size=(2, size, size, 6)).astype("float32")
+    np.testing.assert_allclose(tflite.run(flat, x), model.predict(x, verbose=0), atol=1e-5, rtol=0)
+
+
+@pytest.mark.parametrize("pool_size", [0, -1, 2.5, "7", True, None])
+def test_bad_pool_size(pool_size):
+    with pytest.raises(ValueError, match=r"pool_size.*Received: pool_size="):
+        CRA(pool_size=pool_size)
+
+
+def test_bad_data_format():
+    with pytest.raises(ValueError, match="Received: data_format='nhwc'"):
+        CRA(data_format="nhwc")
+
+
+def test_bad_rank():
+    with pytest.raises(ValueError, match=r"rank-4.*Received: input_shape="):
+        CRA().build((None, 10, 3))
+    with pytest.raises(ValueError, match="ndim=4"):
+        CRA()(np.zeros((2, 10, 3), "float32"))
+
+
+def test_unknown_channels():
+    with pytest.raises(ValueError, match=r"channel dimension.*Received: input_shape="):
+        CRA().build((None, 7, 7, None))
+
+
+def test_wrong_channels_after_build():
+    layer = CRA()
+    layer(np.zeros((1, 7, 7, 3), "float32"))
+    with pytest.raises(ValueError):
+        layer(np.zeros((1, 7, 7, 4), "float32"))
