@@ -1,5 +1,6 @@
 """keras_cra: Channel Reassessment Attention for Keras 3."""
 
+from keras_cra import applications
 from keras_cra import layers
 
 __version__ = "0.1.0"

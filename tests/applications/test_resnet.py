@@ -1,0 +1,223 @@
+import numpy as np
+import pytest
+import tensorflow as tf
+import keras
+
+import keras_cra.applications as A
+from keras_cra.applications import resnet
+from keras_cra.layers import (
+    ChannelReassessmentAttention,
+    EfficientChannelAttention,
+    SqueezeExcitation,
+)
+
+
+def trainable_count(model):
+    return int(sum(np.prod(w.shape) for w in model.trainable_weights))
+
+
+# Parameter counts as PyTorch counts them (trainable weights, no BN buffers).
+PARAMS = [
+    # model, plain, cra
+    ("CRAResNet18", 11_689_512, None),
+    ("CRAResNet34", 21_797_672, None),
+    ("CRAResNet50", 25_557_032, 26_312_232),
+    ("CRAResNet101", 44_549_160, 44_549_160 + 1_625_600),
+    ("CRAResNeXt101", 44_177_704, 44_177_704 + 1_625_600),
+]
+
+
+@pytest.mark.parametrize("model_name, plain, cra", PARAMS)
+def test_parameter_counts(model_name, plain, cra):
+    assert trainable_count(A.get_model(model_name, attention=None)) == plain
+    if cra is not None:
+        model = A.get_model(model_name)
+        assert trainable_count(model) == cra
+        # Every block adds C * (7 * 7 + 1).
+        blocks = [l for l in model.layers if isinstance(l, ChannelReassessmentAttention)]
+        assert sum(l.count_params() for l in blocks) == cra - plain
+
+
+# The deepest variants share every code path with a shallower row of the
+# table; their full contract (about a minute each on 2 cores) is opt-in.
+DEEP = {"CRAResNet101", "CRAResNet152", "CRAResNeXt101", "CRAResNet110"}
+
+
+@pytest.mark.parametrize(
+    "model_name",
+    [pytest.param(m, marks=pytest.mark.slow) if m in DEEP else m for m in sorted(resnet.MODELS)],
+)
+def test_every_model_builds_trains_saves_and_exports(model_name, tmp_path):
+    model = A.get_model(model_name, classes=3, input_shape=(32, 32, 3))
+    rng = np.random.default_rng(0)
+    x = rng.uniform(size=(2, 32, 32, 3)).astype("float32")
+    y = model.predict(x, verbose=0)
+    assert y.shape == (2, 3)
+    np.testing.assert_allclose(y.sum(axis=1), 1.0, rtol=1e-5)
+    cra = model.get_layer("conv2_block1_cra")
+    before = cra.get_weights()[0].copy()
+    model.compile(keras.optimizers.SGD(0.1), "sparse_categorical_crossentropy")
+    loss = model.train_on_batch(x, np.array([0, 2]))
+    assert np.isfinite(loss)
+    assert not np.allclose(before, cra.get_weights()[0])
+    path = tmp_path / "m.keras"
+    model.save(path)
+    restored = keras.saving.load_model(path)
+    np.testing.assert_array_equal(model.predict(x, verbose=0), restored.predict(x, verbose=0))
+    model.export(str(tmp_path / "saved"), verbose=False)
+    served = tf.saved_model.load(str(tmp_path / "saved"))
+    np.testing.assert_allclose(served.serve(x).numpy(), model.predict(x, verbose=0), atol=1e-5)
+
+
+@pytest.mark.parametrize("model_name", sorted(DEEP))
+def test_deep_models_build_and_run_forward(model_name):
+    model = A.get_model(model_name, classes=3, input_shape=(32, 32, 3))
+    y = model(np.random.default_rng(0).uniform(size=(1, 32, 32, 3)).astype("float32"))
+    assert y.shape == (1, 3) and np.all(np.isfinite(y))
+
+
+@pytest.mark.parametrize(
+    "attention, cls, per_block_params",
+    [("cra", ChannelReassessmentAttention, None), ("se", SqueezeExcitation, None),
+     ("eca", EfficientChannelAttention, None), (None, None, None), ("none", None, None)],
+)
+def test_attention_switch(attention, cls, per_block_params):
+    model = A.CRAResNet20(attention=attention, classes=10)
+    blocks = [l for l in model.layers if l.name.endswith("_out")]
+    assert len(blocks) == 9
+    if cls is None:
+        assert model.name == "resnet20"
+        assert not any(
+            isinstance(l, (ChannelReassessmentAttention, SqueezeExcitation, EfficientChannelAttention))
+            for l in model.layers
+        )
+    else:
+        found = [l for l in model.layers if isinstance(l, cls)]
+        assert len(found) == 9
+        assert found[0].name == f"conv2_block1_{attention}"
+        assert model.name == f"{attention}_resnet20"
+
+
+def test_attention_kwargs_and_template():
+    model = A.CRAResNet20(attention_kwargs={"pool_size": 3}, classes=10)
+    assert model.get_layer("conv4_block3_cra").pool_size == 3
+    assert model.get_layer("conv4_block3_cra").count_params() == 64 * 10
+    model = A.CRAResNet20(attention=ChannelReassessmentAttention(pool_size=5), classes=10)
+    assert model.get_layer("conv3_block1_attention").pool_size == 5
+
+
+def test_cra_costs_less_than_se():
+    counts = {a: trainable_count(A.CRAResNet50(attention=a)) for a in ("cra", "se")}
+    assert counts["cra"] < counts["se"]
+
+
+def test_layer_names_are_stable():
+    model = A.CRAResNet50(weights=None)
+    for name in ("conv1_conv", "conv1_bn", "pool1_pool", "conv2_block1_0_conv",
+                 "conv2_block1_cra", "conv2_block1_add", "conv4_block6_out",
+                 "conv5_block3_out", "avg_pool", "predictions"):
+        model.get_layer(name)
+    assert model.get_layer("conv4_block6_out").output.shape == (None, 14, 14, 1024)
+    basic = A.CRAResNet18()
+    basic.get_layer("conv5_block2_cra")
+    assert basic.get_layer("conv5_block2_out").output.shape == (None, 7, 7, 512)
+
+
+def test_resnext_uses_grouped_convs():
+    model = A.CRAResNeXt50(include_top=False, input_shape=(64, 64, 3))
+    conv = model.get_layer("conv2_block1_2_conv")
+    assert conv.groups == 32 and conv.filters == 128
+    assert model.get_layer("conv5_block1_2_conv").filters == 1024
+
+
+@pytest.mark.parametrize("pooling, shape", [(None, (None, 2, 2, 64)), ("avg", (None, 64)),
+                                            ("max", (None, 64))])
+def test_pooling(pooling, shape):
+    model = A.CRAResNet20(include_top=False, pooling=pooling, input_shape=(8, 8, 3))
+    assert model.output.shape == shape
+
+
+def test_fully_convolutional_several_sizes():
+    model = A.CRAResNet18(include_top=False, input_shape=(None, None, 3))
+    for size in (32, 57, 96, 130):
+        x = np.random.default_rng(size).uniform(size=(1, size, size, 3)).astype("float32")
+        y = model(x)
+        assert y.shape[1] == y.shape[2] == int(np.ceil(size / 32))
+
+
+def test_input_tensor_is_honoured():
+    tensor = keras.Input((40, 40, 3), name="my_input")
+    model = A.CRAResNet20(input_tensor=tensor, include_top=False)
+    assert model.inputs[0] is tensor
+    assert model.input_shape == (None, 40, 40, 3)
+
+
+def test_classifier_activation_none_gives_logits():
+    model = A.CRAResNet20(classes=4, classifier_activation=None)
+    y = model.predict(np.random.default_rng(0).uniform(size=(2, 32, 32, 3)), verbose=0)
+    assert not np.allclose(y.sum(axis=1), 1.0)
+
+
+def test_feature_extractor():
+    model = A.CRAResNet50(include_top=False, input_shape=(None, None, 3))
+    features = A.feature_extractor(model)
+    out = features(np.zeros((1, 128, 128, 3), "float32"))
+    assert {k: tuple(v.shape) for k, v in out.items()} == {
+        "C2": (1, 32, 32, 256), "C3": (1, 16, 16, 512),
+        "C4": (1, 8, 8, 1024), "C5": (1, 4, 4, 2048),
+    }
+    cifar = A.feature_extractor(A.CRAResNet20(include_top=False))
+    assert sorted(cifar.output) == ["C2", "C3", "C4"]
+
+
+def test_channels_first():
+    keras.config.set_image_data_format("channels_first")
+    model = A.CRAResNet20(classes=5, input_shape=(3, 32, 32))
+    assert model.get_layer("conv2_block1_cra").data_format == "channels_first"
+    assert model.get_layer("conv4_block3_out").output.shape == (None, 64, 8, 8)
+
+
+@pytest.mark.parametrize(
+    "kwargs, error, match",
+    [
+        (dict(attention="cbam"), ValueError, r"Received: attention='cbam'"),
+        (dict(attention=None, attention_kwargs={"pool_size": 3}), ValueError,
+         r"Received: attention_kwargs="),
+        (dict(attention_kwargs={"pool_size": 0}), ValueError, r"Received: pool_size=0"),
+        (dict(pooling="sum", include_top=False), ValueError, r"Received: pooling='sum'"),
+        (dict(weights="imagenet", input_shape=(64, 64, 3)), ValueError,
+         r"`input_shape` should be \(224, 224, 3\)"),
+        (dict(include_top=False, input_shape=(16, 16, 3)), ValueError, r"at least 32"),
+        (dict(weights="imagenet", classes=10), ValueError, r"`classes` should be 1000"),
+        (dict(weights="imagenet", classifier_activation="relu"), ValueError,
+         r"classifier_activation"),
+        (dict(weights="imagenet", include_top=False, input_shape=(64, 64, 1)), ValueError,
+         r"must have 3 channels"),
+        (dict(weights="nonexistent"), ValueError, r"Received: weights='nonexistent'"),
+        (dict(weights="/no/such/file.weights.h5"), FileNotFoundError, r"does not exist"),
+    ],
+)
+def test_bad_arguments(kwargs, error, match):
+    with pytest.raises(error, match=match):
+        A.CRAResNet50(**kwargs)
+
+
+def test_unknown_model_name():
+    with pytest.raises(ValueError, match=r"Valid names: .*Received: model_name='ResNet9'"):
+        A.get_model("ResNet9")
+
+
+def test_weights_not_registered_for_model():
+    with pytest.raises(ValueError, match=r"No `imagenet` weights are registered for CRAResNet20"):
+        A.CRAResNet20(weights="imagenet")
+
+
+def test_builders_have_keras_signature_and_docs():
+    import inspect
+
+    params = list(inspect.signature(A.CRAResNet50).parameters)
+    assert params[:8] == ["include_top", "weights", "input_tensor", "input_shape", "pooling",
+                          "classes", "classifier_activation", "name"]
+    for builder in resnet.BUILDERS.values():
+        for section in ("Args:", "Returns:", "Example:", "Reference:"):
+            assert section in builder.__doc__
