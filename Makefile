@@ -8,7 +8,11 @@ install:
 
 # The README's test command (what CI runs). Slow full-size tests are opt-in: make test-all.
 test:
-	$(PYTHON) -m pytest -n 2 --dist loadfile -q -m "not slow" tests
+	$(PYTHON) -m pytest -p no:benchmark -n 2 --dist loadfile -q -m "not slow" tests
 
 test-all:
-	$(PYTHON) -m pytest -n 2 --dist loadfile -q tests
+	$(PYTHON) -m pytest -p no:benchmark -n 2 --dist loadfile -q tests
+
+# The main job: train CRAResNet20 on the embedded Fashion-MNIST default, evaluate, export, verify.
+demo: install
+	$(PYTHON) training/demo.py

@@ -14,3 +14,17 @@ def _reset_keras_state():
     yield
     keras.config.set_dtype_policy("float32")
     keras.utils.clear_session()
+
+
+@pytest.fixture(scope="session")
+def tfds_dir(tmp_path_factory):
+    """A tfds data folder with Fashion-MNIST prepared once (shared by xdist workers)."""
+    from filelock import FileLock
+
+    from keras_cra.data import fashion_mnist
+
+    root = tmp_path_factory.getbasetemp().parent / "tfds_shared"
+    root.mkdir(exist_ok=True)
+    with FileLock(str(root) + ".lock"):
+        fashion_mnist.builder(data_dir=str(root))
+    return str(root)

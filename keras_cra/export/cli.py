@@ -1,0 +1,49 @@
+"""`training/export.py`: export a trained model and print its verification table."""
+
+import argparse
+import os
+
+from keras_cra.export.exporter import TFLITE_VARIANTS, ExportError, export_model
+
+
+def build_parser():
+    p = argparse.ArgumentParser(
+        description="Export a .keras model to SavedModel and TFLite (LiteRT), verified "
+                    "against Keras, into saved_models/NAME."
+    )
+    p.add_argument("model", help="a trained .keras file (e.g. runs/demo/last.keras)")
+    p.add_argument("--out", default=None, help="default: saved_models/<model file stem>")
+    p.add_argument("--dataset", default="fashion_mnist",
+                   help="validation/calibration data (a tfds name or folder:/path; 'none' "
+                        "for random inputs only)")
+    p.add_argument("--split", default="test")
+    p.add_argument("--data-dir", default=None)
+    p.add_argument("--verify-examples", type=int, default=1000)
+    p.add_argument("--calibration-batches", type=int, default=8,
+                   help="batches of 32 training images for int8 calibration")
+    p.add_argument("--int8-io", default="float", choices=["float", "int8", "uint8"])
+    p.add_argument("--variants", nargs="*", default=list(TFLITE_VARIANTS),
+                   choices=list(TFLITE_VARIANTS))
+    p.add_argument("--max-int8-drop", type=float, default=1.0,
+                   help="fail if int8 top-1 drops more points than this (negative: report only)")
+    p.add_argument("--overwrite", action="store_true")
+    return p
+
+
+def main(argv=None):
+    import sys
+
+    a = build_parser().parse_args(argv)
+    out = a.out or os.path.join("saved_models", os.path.splitext(os.path.basename(a.model))[0])
+    try:
+        export_model(
+            a.model, out, dataset=None if a.dataset == "none" else a.dataset, split=a.split,
+            data_dir=a.data_dir, verify_examples=a.verify_examples,
+            calibration_batches=a.calibration_batches, integer_io=a.int8_io,
+            variants=a.variants, overwrite=a.overwrite, source_name=a.model,
+            max_int8_drop=None if a.max_int8_drop < 0 else a.max_int8_drop,
+        )
+    except ExportError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    return 0

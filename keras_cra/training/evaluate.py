@@ -1,0 +1,127 @@
+"""Evaluate a `.keras` model or an exported SavedModel on a dataset split."""
+
+import argparse
+import json
+import os
+
+import numpy as np
+
+from keras_cra.training.common import UsageError, print_table, run_cli
+
+
+def load_predictor(path):
+    """`(predict_fn(float batch) -> probabilities, input_shape)` for a model path."""
+    import keras
+    import tensorflow as tf
+
+    if os.path.isdir(path) and os.path.exists(os.path.join(path, "saved_model.pb")):
+        loaded = tf.saved_model.load(path)
+        if "serving_preprocessed" not in loaded.signatures:
+            raise UsageError(
+                f"{path} is a SavedModel without a 'serving_preprocessed' signature "
+                "(export it with keras_cra.export)."
+            )
+        fn = loaded.signatures["serving_preprocessed"]
+        spec = fn.structured_input_signature[1]
+        shape = tuple(next(iter(spec.values())).shape[1:])
+        name = next(iter(spec))
+        return (lambda x: next(iter(fn(**{name: tf.constant(x)}).values())).numpy()), shape
+    if path.endswith(".keras") and os.path.isfile(path):
+        try:
+            model = keras.saving.load_model(path, compile=False)
+        except Exception as e:
+            raise UsageError(f"Could not load the model {path}: {e}") from e
+        return (lambda x: model.predict_on_batch(x)), tuple(model.input_shape[1:])
+    raise UsageError(
+        f"Not a model: expected a .keras file or a SavedModel folder. Received: {path}"
+    )
+
+
+def to_probabilities(outputs):
+    outputs = np.asarray(outputs, dtype="float64")
+    if np.all(outputs >= 0) and np.allclose(outputs.sum(-1), 1.0, atol=1e-3):
+        return outputs
+    z = outputs - outputs.max(-1, keepdims=True)
+    e = np.exp(z)
+    return e / e.sum(-1, keepdims=True)
+
+
+def evaluate(model_path, dataset="fashion_mnist", split="test", data_dir=None,
+             manual_dir=None, batch_size=128, out=None, style=None):
+    """Top-1, top-5, loss and confusion matrix of a model on a split."""
+    from keras_cra import data
+
+    predict, shape = load_predictor(model_path)
+    ds, info = data.load(dataset, split, data_dir, manual_dir)
+    if style is None:
+        style = "cifar" if shape[0] < 64 else "imagenet"
+    pipe = data.make_dataset(ds, info.num_examples, batch_size, shape[0], shape[-1],
+                             style=style, training=False)
+    labels, probs = [], []
+    for x, y in pipe:
+        probs.append(to_probabilities(predict(x.numpy())))
+        labels.append(y.numpy())
+    probs, labels = np.concatenate(probs), np.concatenate(labels)
+    if probs.shape[1] != info.num_classes:
+        raise UsageError(
+            f"The model predicts {probs.shape[1]} classes but {dataset} has {info.num_classes}."
+        )
+    top5 = np.argsort(-probs, axis=1)[:, :5]
+    metrics = {
+        "model": model_path,
+        "dataset": dataset,
+        "split": split,
+        "examples": int(len(labels)),
+        "top1": float(np.mean(top5[:, 0] == labels)),
+        "top5": float(np.mean(np.any(top5 == labels[:, None], axis=1))),
+        "loss": float(-np.mean(np.log(np.clip(probs[np.arange(len(labels)), labels], 1e-12, 1)))),
+    }
+    confusion = np.zeros((info.num_classes, info.num_classes), np.int64)
+    np.add.at(confusion, (labels, top5[:, 0]), 1)
+    if out:
+        os.makedirs(out, exist_ok=True)
+        with open(os.path.join(out, "eval_metrics.json"), "w") as f:
+            json.dump(metrics | {"confusion_matrix": confusion.tolist()}, f, indent=2)
+        save_confusion_png(confusion, info.class_names, os.path.join(out, "confusion_matrix.png"))
+    print_table(f"Evaluation of {model_path} on {dataset}:{split}", metrics)
+    return metrics, confusion
+
+
+def save_confusion_png(confusion, class_names, path):
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    n = len(confusion)
+    fig, ax = plt.subplots(figsize=(max(5, n * 0.6), max(4, n * 0.5)))
+    ax.imshow(confusion, cmap="Blues")
+    ax.set_xticks(range(n), class_names, rotation=45, ha="right", fontsize=8)
+    ax.set_yticks(range(n), class_names, fontsize=8)
+    ax.set_xlabel("predicted")
+    ax.set_ylabel("true")
+    for i in range(n):
+        for j in range(n):
+            ax.text(j, i, str(confusion[i, j]), ha="center", va="center", fontsize=7,
+                    color="white" if confusion[i, j] > confusion.max() / 2 else "black")
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
+def build_parser():
+    p = argparse.ArgumentParser(description="Evaluate a .keras model or SavedModel.")
+    p.add_argument("model", help="a .keras file or an exported SavedModel folder")
+    p.add_argument("--dataset", default="fashion_mnist")
+    p.add_argument("--split", default="test")
+    p.add_argument("--data-dir", default=None)
+    p.add_argument("--manual-dir", default=None)
+    p.add_argument("--batch-size", type=int, default=128)
+    p.add_argument("--out", default=None, help="folder for eval_metrics.json and the PNG")
+    return p
+
+
+def main(argv=None):
+    a = build_parser().parse_args(argv)
+    return run_cli(lambda: evaluate(a.model, a.dataset, a.split, a.data_dir, a.manual_dir,
+                                    a.batch_size, a.out))

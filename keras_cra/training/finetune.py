@@ -1,0 +1,98 @@
+"""Fine-tune pretrained CRA models on a new dataset in two stages.
+
+Stage 1 trains a new head on a frozen backbone (BatchNorm in inference
+mode); stage 2 unfreezes the backbone and trains everything at a lower LR
+(BatchNorm stays in inference mode, as in Keras' transfer-learning guide).
+"""
+
+import dataclasses
+import json
+import os
+
+from keras_cra.training import train as train_lib
+from keras_cra.training.common import UsageError, configure_determinism, print_table, run_cli
+
+
+@dataclasses.dataclass
+class FinetuneConfig(train_lib.TrainConfig):
+    weights: str | None = None
+    stage1_epochs: int = 1
+    stage2_lr_factor: float = 0.1
+
+
+def build_backbone(config):
+    from keras_cra.applications import resnet
+
+    if not config.weights:
+        raise UsageError("--weights is required (a registered name or a .keras/.weights.h5 file).")
+    try:
+        return resnet.get_model(
+            config.model, include_top=False, weights=config.weights,
+            input_shape=(config.image_size, config.image_size, 3),
+            attention=config.attention,
+        )
+    except (ValueError, FileNotFoundError) as e:
+        raise UsageError(str(e)) from e
+
+
+def finetune(config):
+    import keras
+
+    from keras_cra import data
+
+    config = config.resolved()
+    train_lib.validate(config)
+    if not 1 <= config.stage1_epochs < config.epochs:
+        raise UsageError(
+            f"--stage1-epochs must be in [1, --epochs). Received: {config.stage1_epochs}"
+        )
+    train_lib._prepare_out(dataclasses.replace(config, resume=False))
+    configure_determinism(config.seed)
+    train_ds, eval_ds, info, eval_info, _ = train_lib.datasets(config)
+    steps = data.steps_per_epoch(info.num_examples, config.batch_size)
+    backbone = build_backbone(config)
+    inputs = keras.Input(backbone.input_shape[1:])
+    x = backbone(inputs, training=False)
+    x = keras.layers.GlobalAveragePooling2D(name="avg_pool")(x)
+    outputs = keras.layers.Dense(info.num_classes, name="predictions")(x)
+    model = keras.Model(inputs, outputs, name=backbone.name + "_finetuned")
+
+    def fit(lr, initial_epoch, epochs):
+        train_lib.compile_model(model, dataclasses.replace(config, lr=lr, milestones=[]), steps)
+        return model.fit(
+            train_ds, epochs=epochs, initial_epoch=initial_epoch, steps_per_epoch=steps,
+            validation_data=eval_ds, verbose=config.verbose,
+            callbacks=[keras.callbacks.CSVLogger(os.path.join(config.out, "history.csv"),
+                                                 append=initial_epoch > 0)],
+        )
+
+    backbone.trainable = False
+    fit(config.lr, 0, config.stage1_epochs)
+    backbone.trainable = True
+    fit(config.lr * config.stage2_lr_factor, config.stage1_epochs, config.epochs)
+    model.save(os.path.join(config.out, "last.keras"))
+    results = model.evaluate(eval_ds, return_dict=True, verbose=0)
+    metrics = {"model": config.model, "weights": config.weights, "top1": float(results["accuracy"]),
+               "top5": float(results["top5"]), "loss": float(results["loss"])}
+    with open(os.path.join(config.out, "metrics.json"), "w") as f:
+        json.dump(metrics, f, indent=2)
+    with open(os.path.join(config.out, "config.json"), "w") as f:
+        json.dump(dataclasses.asdict(config), f, indent=2)
+    print_table(f"Fine-tuning result ({config.out})", metrics)
+    return metrics
+
+
+def build_parser():
+    p = train_lib.build_parser("Fine-tune a pretrained CRA model on a new dataset.")
+    p.add_argument("--weights", required=True,
+                   help="a registered weights name (e.g. imagenet) or a .keras/.weights.h5 file")
+    p.add_argument("--stage1-epochs", type=int, default=1)
+    p.add_argument("--stage2-lr-factor", type=float, default=0.1)
+    p.set_defaults(lr=0.01, epochs=3)
+    return p
+
+
+def main(argv=None):
+    args = build_parser().parse_args(argv)
+    values = {f.name: getattr(args, f.name) for f in dataclasses.fields(FinetuneConfig)}
+    return run_cli(lambda: finetune(FinetuneConfig(**values)))

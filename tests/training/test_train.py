@@ -1,0 +1,196 @@
+import csv
+import json
+import os
+import socket
+import subprocess
+import sys
+
+import keras
+import numpy as np
+import pytest
+
+from keras_cra.training import evaluate as evaluate_lib
+from keras_cra.training import finetune as finetune_lib
+from keras_cra.training import train as train_lib
+
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+
+def small_config(tfds_dir, out, **kw):
+    base = dict(model="CRAResNet20", dataset="fashion_mnist", train_split="train[:512]",
+                eval_split="test[:256]", epochs=2, batch_size=64, data_dir=tfds_dir,
+                out=str(out), verbose=0, seed=1)
+    base.update(kw)
+    return train_lib.TrainConfig(**base)
+
+
+def test_short_real_run(tfds_dir, tmp_path):
+    metrics = train_lib.train(small_config(tfds_dir, tmp_path / "run", epochs=3))
+    out = tmp_path / "run"
+    for name in ("config.json", "last.keras", "best.keras", "history.csv", "metrics.json",
+                 "state.json"):
+        assert (out / name).exists(), name
+    assert os.listdir(out / "logs")
+    with open(out / "history.csv") as f:
+        losses = [float(r["loss"]) for r in csv.DictReader(f)]
+    assert len(losses) == 3 and losses[-1] < losses[0]
+    saved = json.loads((out / "metrics.json").read_text())
+    assert saved == metrics and 0 <= saved["top1"] <= saved["top5"] <= 1
+    config = json.loads((out / "config.json").read_text())
+    assert config["lr"] == 0.1 and config["momentum"] == 0.9 and config["weight_decay"] == 1e-4
+    assert config["milestones"] == [82, 123]  # the CIFAR recipe defaults
+    model = keras.saving.load_model(out / "last.keras")
+    assert model.get_layer("conv2_block1_cra") is not None
+    x = np.zeros((1, 28, 28, 3), "float32")
+    assert model.predict(x, verbose=0).shape == (1, 10)
+
+
+class StopAfterFirstEpoch(keras.callbacks.Callback):
+    def on_epoch_end(self, epoch, logs=None):
+        self.model.stop_training = True
+
+
+def test_resume_gives_the_same_weights(tfds_dir, tmp_path):
+    kw = dict(train_split="train[:256]", epochs=2, schedule="cosine", warmup_epochs=0.5)
+    train_lib.train(small_config(tfds_dir, tmp_path / "straight", **kw))
+    train_lib.train(small_config(tfds_dir, tmp_path / "resumed", **kw),
+                    extra_callbacks=[StopAfterFirstEpoch()])
+    assert json.loads((tmp_path / "resumed" / "state.json").read_text())["epochs_done"] == 1
+    train_lib.train(small_config(tfds_dir, tmp_path / "resumed", resume=True, **kw))
+    a = keras.saving.load_model(tmp_path / "straight" / "last.keras")
+    b = keras.saving.load_model(tmp_path / "resumed" / "last.keras")
+    assert int(a.optimizer.iterations.numpy()) == int(b.optimizer.iterations.numpy()) == 8
+    # Deterministic ops + stateless data: exact up to float reassociation.
+    for wa, wb in zip(a.get_weights(), b.get_weights()):
+        np.testing.assert_allclose(wa, wb, rtol=0, atol=1e-6)
+
+
+def run_cli(main, argv, capsys):
+    code = main(argv)
+    err = capsys.readouterr().err.strip().splitlines()
+    return code, err
+
+
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (["--model", "ResNet9"], "Unknown model"),
+        (["--dataset", "no_such_dataset_xyz"], "Unknown tfds dataset"),
+        (["--train-split", "validation"], "Available splits"),
+        (["--dataset", "folder:/no/such"], "Image folder not found"),
+        (["--epochs", "0"], "--epochs must be >= 1"),
+        (["--epochs", "2", "--warmup-epochs", "3"], "must be shorter than --epochs"),
+        (["--resume"], "Cannot resume: no checkpoint"),
+        (["--strategy", "multiworker"], "TF_CONFIG"),
+        (["--batch-size", "100000", "--train-split", "train[:10]"], "fewer than one batch"),
+    ],
+)
+def test_cli_errors_are_one_line(argv, message, tfds_dir, tmp_path, capsys, monkeypatch):
+    monkeypatch.delenv("TF_CONFIG", raising=False)
+    code, err = run_cli(train_lib.main,
+                        argv + ["--data-dir", tfds_dir, "--out", str(tmp_path / "r"), "--verbose", "0"],
+                        capsys)
+    assert code == 2
+    assert len(err) == 1 and err[0].startswith("error:") and message in err[0], err
+
+
+def test_existing_run_is_never_overwritten(tfds_dir, tmp_path, capsys):
+    out = tmp_path / "r"
+    out.mkdir()
+    (out / "config.json").write_text("{}")
+    code, err = run_cli(train_lib.main, ["--data-dir", tfds_dir, "--out", str(out)], capsys)
+    assert code == 2 and "already holds a run" in err[0]
+    assert (out / "config.json").read_text() == "{}"
+
+
+def test_resume_with_mismatched_config(tfds_dir, tmp_path, capsys):
+    out = tmp_path / "r"
+    out.mkdir()
+    (out / "last.keras").write_text("x")
+    (out / "config.json").write_text(json.dumps({"model": "CRAResNet56"}))
+    code, err = run_cli(train_lib.main, ["--data-dir", tfds_dir, "--out", str(out), "--resume"],
+                        capsys)
+    assert code == 2 and "Cannot resume" in err[0] and "CRAResNet56" in err[0]
+
+
+def test_finetune_and_evaluate(tfds_dir, tmp_path):
+    source = tmp_path / "source.keras"
+    keras.applications  # noqa: B018
+    from keras_cra.applications import CRAResNet20
+
+    CRAResNet20(classes=7, input_shape=(28, 28, 3)).save(source)
+    metrics = finetune_lib.finetune(finetune_lib.FinetuneConfig(
+        model="CRAResNet20", weights=str(source), train_split="train[:128]",
+        eval_split="test[:64]", epochs=2, batch_size=32, lr=0.01, data_dir=tfds_dir,
+        out=str(tmp_path / "ft"), verbose=0))
+    assert 0 <= metrics["top1"] <= 1
+    model_path = str(tmp_path / "ft" / "last.keras")
+    result, confusion = evaluate_lib.evaluate(model_path, split="test[:64]", data_dir=tfds_dir,
+                                              out=str(tmp_path / "ev"))
+    assert result["examples"] == 64 and confusion.sum() == 64
+    assert (tmp_path / "ev" / "confusion_matrix.png").stat().st_size > 1000
+    # The Keras model evaluated directly gives the same top-1.
+    assert abs(result["top1"] - metrics["top1"]) < 1e-6
+
+
+def test_evaluate_rejects_non_models(tmp_path, capsys):
+    bogus = tmp_path / "x.txt"
+    bogus.write_text("hi")
+    code, err = run_cli(evaluate_lib.main, [str(bogus)], capsys)
+    assert code == 2 and "Not a model" in err[0]
+
+
+def _run_check(args, env=None, out=None):
+    return subprocess.Popen(
+        [sys.executable, "-m", "keras_cra.training.distributed_check", *args, "--out", out],
+        env=dict(os.environ, PYTHONPATH=ROOT, **(env or {})), cwd=ROOT,
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )
+
+
+def _load(path):
+    with open(path) as f:
+        return json.load(f)
+
+
+def _assert_same_training(a, b):
+    assert abs(a["loss"] - b["loss"]) < 1e-5
+    for wa, wb in zip(a["weights"], b["weights"]):
+        np.testing.assert_allclose(np.array(wa), np.array(wb), atol=1e-5)
+
+
+def _free_ports(n):
+    socks = [socket.socket() for _ in range(n)]
+    for s in socks:
+        s.bind(("127.0.0.1", 0))
+    ports = [s.getsockname()[1] for s in socks]
+    for s in socks:
+        s.close()
+    return ports
+
+
+def test_mirrored_and_multiworker_match_single_device(tmp_path):
+    single = _run_check([], out=str(tmp_path / "single.json"))
+    mirrored = _run_check(["--strategy", "mirrored", "--cpu-devices", "2"],
+                          out=str(tmp_path / "mirrored.json"))
+    for p in (single, mirrored):
+        _, err = p.communicate(timeout=300)
+        assert p.returncode == 0, err[-2000:]
+    ports = _free_ports(2)
+    cluster = {"worker": [f"127.0.0.1:{p}" for p in ports]}
+    workers = [
+        _run_check(["--strategy", "multiworker"],
+                   env={"TF_CONFIG": json.dumps({"cluster": cluster,
+                                                 "task": {"type": "worker", "index": i}})},
+                   out=str(tmp_path / f"worker{i}.json"))
+        for i in range(2)
+    ]
+    for p in workers:
+        _, err = p.communicate(timeout=300)
+        assert p.returncode == 0, err[-2000:]
+    reference = _load(tmp_path / "single.json")
+    assert reference["replicas"] == 1
+    for name in ("mirrored.json", "worker0.json", "worker1.json"):
+        result = _load(tmp_path / name)
+        assert result["replicas"] == 2
+        _assert_same_training(reference, result)
