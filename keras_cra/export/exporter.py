@@ -429,12 +429,13 @@ def print_report(report, out_dir):
     except ImportError:  # pragma: no cover
         print(json.dumps(report, indent=2))
         return
-    cols = ["size_mb", "accuracy", "top1_agreement", "max_abs_diff",
-            "latency_ms_1_thread", "latency_ms_all_threads"]
+    cols = {"size_mb": "MB", "accuracy": "top-1", "top1_agreement": "agree",
+            "max_abs_diff": "max|dp|", "latency_ms_1_thread": "ms 1thr",
+            "latency_ms_all_threads": "ms all"}
     table = Table(title=f"Export verification ({report['examples']} images) -> {out_dir}")
-    table.add_column("artifact")
-    for c in cols:
-        table.add_column(c, justify="right")
+    table.add_column("artifact", no_wrap=True)
+    for header in cols.values():
+        table.add_column(header, justify="right", no_wrap=True)
     for name, row in report["artifacts"].items():
         cells = []
         for c in cols:
@@ -442,7 +443,7 @@ def print_report(report, out_dir):
             cells.append("-" if v is None else (f"{v:.2e}" if c == "max_abs_diff" else
                                                 f"{v:.4f}" if isinstance(v, float) else str(v)))
         table.add_row(name, *cells)
-    Console().print(table)
+    Console(width=max(100, shutil.get_terminal_size().columns)).print(table)
     drop = report["summary"]["int8_top1_drop"]
     if drop is not None:
         Console().print(f"int8 top-1 accuracy drop vs Keras: {drop:.2f} points")

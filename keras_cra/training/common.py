@@ -12,10 +12,11 @@ class UsageError(ValueError):
 def run_cli(fn):
     """Runs `fn()`; user errors become one line on stderr and exit code 2."""
     from keras_cra.data import DataError
+    from keras_cra.export.exporter import ExportError
 
     try:
         fn()
-    except (UsageError, DataError, FileNotFoundError) as e:
+    except (UsageError, DataError, ExportError, FileNotFoundError) as e:
         print(f"error: {str(e).strip()}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

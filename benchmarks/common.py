@@ -1,0 +1,71 @@
+"""Timing helpers shared by the benchmark scripts: interleaved A/B runs."""
+
+import json
+import os
+import platform
+import subprocess
+import sys
+import time
+
+import numpy as np
+
+
+def machine():
+    try:
+        cpu = next(l.split(":", 1)[1].strip() for l in open("/proc/cpuinfo") if l.startswith("model name"))
+    except (OSError, StopIteration):
+        cpu = platform.processor() or "unknown"
+    import keras
+    import tensorflow as tf
+
+    return {
+        "cpu": cpu,
+        "cores": os.cpu_count(),
+        "python": platform.python_version(),
+        "tensorflow": tf.__version__,
+        "keras": keras.__version__,
+        "backend": keras.backend.backend(),
+    }
+
+
+def interleaved(fns, repeats, warmup=2, inner=1):
+    """Times each of `fns` (a dict name -> callable) in A/B/A/B order.
+
+    Returns `{name: {"median_ms", "min_ms", "max_ms"}}` per call.
+    """
+    for fn in fns.values():
+        for _ in range(warmup):
+            fn()
+    times = {name: [] for name in fns}
+    for _ in range(repeats):
+        for name, fn in fns.items():
+            t = time.perf_counter()
+            for _ in range(inner):
+                fn()
+            times[name].append((time.perf_counter() - t) / inner * 1000)
+    return {
+        name: {"median_ms": float(np.median(v)), "min_ms": float(np.min(v)),
+               "max_ms": float(np.max(v))}
+        for name, v in times.items()
+    }
+
+
+def ratio(a, b):
+    return a["median_ms"] / b["median_ms"]
+
+
+def command_line():
+    return " ".join([os.path.relpath(sys.argv[0])] + sys.argv[1:])
+
+
+def git_revision():
+    try:
+        return subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True,
+                              text=True, check=True).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown"
+
+
+def write_json(path, payload):
+    with open(path, "w") as f:
+        json.dump(payload, f, indent=2)

@@ -1,0 +1,206 @@
+#!/usr/bin/env python3
+"""CRA's cost, as ratios against the same backbone without attention, in one run.
+
+Measures parameters and MACs (analytic, per layer type), Keras (TensorFlow)
+inference latency at batch 1 and 32, training-step time at batch 32, and
+LiteRT float32 / int8 single-image latency at 1 and 2 threads, for
+attention = none / cra / se / eca. Timed variants of one backbone are run
+interleaved (A/B/A/B...) after warm-up; medians and min-max are reported.
+Writes benchmarks/RESULTS.md and benchmarks/RESULTS.json.
+
+    python benchmarks/run.py --quick     # < 5 minutes on 2 cores
+    python benchmarks/run.py             # the full table in the README
+"""
+
+import argparse
+import os
+import sys
+import tempfile
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+import numpy as np  # noqa: E402
+
+from benchmarks.common import (  # noqa: E402
+    command_line,
+    git_revision,
+    interleaved,
+    machine,
+    ratio,
+    write_json,
+)
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+ATTENTIONS = ["none", "cra", "se", "eca"]
+PAPER = {  # the paper's reported params (M) and GFLOPs
+    ("CRAResNet50", "none"): (25.56, 4.11), ("CRAResNet50", "cra"): (26.31, 4.11),
+    ("CRAResNet101", "none"): (44.55, 7.83), ("CRAResNet101", "cra"): (46.17, 7.83),
+    ("CRAResNeXt101", "none"): (44.18, 7.99), ("CRAResNeXt101", "cra"): (45.80, 7.99),
+}
+
+
+def build(model_name, attention, size=None):
+    from keras_cra.applications import get_model, resnet
+
+    style = resnet.MODELS[model_name]["style"]
+    size = size or (224 if style == "imagenet" else 32)
+    return get_model(model_name, attention=None if attention == "none" else attention,
+                     input_shape=(size, size, 3), classes=1000 if style == "imagenet" else 10,
+                     classifier_activation=None)
+
+
+def static_rows(models):
+    from keras_cra.profiling import count_macs, count_parameters
+
+    rows = []
+    for model_name in models:
+        base = None
+        for attention in ATTENTIONS:
+            m = build(model_name, attention)
+            params, macs = count_parameters(m), count_macs(m)
+            if attention == "none":
+                base = (params, macs)
+            paper = PAPER.get((model_name, attention))
+            rows.append({
+                "model": model_name, "attention": attention, "params_m": params / 1e6,
+                "gmacs": macs / 1e9, "params_ratio": params / base[0], "macs_ratio": macs / base[1],
+                "paper_params_m": paper[0] if paper else None,
+                "paper_gflops": paper[1] if paper else None,
+            })
+    return rows
+
+
+def keras_latency(model_name, attentions, batch, repeats):
+    import tensorflow as tf
+
+    fns = {}
+    for attention in attentions:
+        model = build(model_name, attention)
+        x = tf.constant(np.random.default_rng(0).normal(
+            size=(batch,) + tuple(model.input_shape[1:])).astype("float32"))
+        fn = tf.function(lambda t, m=model: m(t, training=False))
+        fns[attention] = lambda f=fn, t=x: f(t).numpy()
+    return interleaved(fns, repeats)
+
+
+def train_step_time(model_name, attentions, batch, repeats):
+    import keras
+    import tensorflow as tf
+
+    rng = np.random.default_rng(0)
+    fns = {}
+    for attention in attentions:
+        model = build(model_name, attention)
+        x = tf.constant(rng.normal(size=(batch,) + tuple(model.input_shape[1:])).astype("float32"))
+        y = tf.constant(rng.integers(0, 10, size=(batch,)))
+        model.compile(keras.optimizers.SGD(0.1, momentum=0.9),
+                      keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+        fns[attention] = lambda m=model, xb=x, yb=y: m.train_on_batch(xb, yb)
+    return interleaved(fns, repeats)
+
+
+def litert_latency(model_name, attentions, repeats, threads):
+    from keras_cra.export import tflite
+
+    rng = np.random.default_rng(0)
+    models = {}
+    size = None
+    for attention in attentions:
+        model = build(model_name, attention)
+        size = model.input_shape[1]
+        calib = [rng.normal(size=(2, size, size, 3)).astype("float32") for _ in range(2)]
+        for variant in ("float32", "int8"):
+            flat = tflite.convert(model, variant, representative_data=calib)
+            models[(attention, variant)] = flat
+    x = rng.normal(size=(1, size, size, 3)).astype("float32")
+    results = {}
+    for variant in ("float32", "int8"):
+        for n in threads:
+            fns = {}
+            for attention in attentions:
+                interp = tflite.interpreter(models[(attention, variant)], num_threads=n)
+                tflite.run(None, x, interp=interp)
+                fns[attention] = lambda i=interp: tflite.run(None, x, interp=i)
+            results[(variant, n)] = interleaved(fns, repeats)
+    return results
+
+
+def fmt_timing(r, base):
+    return f"{r['median_ms']:.1f} ({r['min_ms']:.1f}-{r['max_ms']:.1f}) | {ratio(r, base):.3f}"
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--quick", action="store_true", help="a subset that runs in < 5 minutes")
+    p.add_argument("--out", default=HERE)
+    a = p.parse_args(argv)
+    if a.quick:
+        static_models = ["CRAResNet18", "CRAResNet50", "CRAResNet20", "CRAResNet56"]
+        timed = {"keras_b1": ["CRAResNet50", "CRAResNet20"], "keras_b32": ["CRAResNet20"],
+                 "train_b32": ["CRAResNet20"], "litert": ["CRAResNet20"]}
+        attentions, reps = ["none", "cra", "se"], 10
+    else:
+        static_models = ["CRAResNet18", "CRAResNet50", "CRAResNet101", "CRAResNeXt101",
+                         "CRAResNet20", "CRAResNet56"]
+        timed = {"keras_b1": ["CRAResNet50", "CRAResNet18", "CRAResNet20", "CRAResNet56"],
+                 "keras_b32": ["CRAResNet50", "CRAResNet20", "CRAResNet56"],
+                 "train_b32": ["CRAResNet50", "CRAResNet20"],
+                 "litert": ["CRAResNet50", "CRAResNet20"]}
+        attentions, reps = ATTENTIONS, 20
+    info = machine()
+    lines = [
+        "# keras_cra benchmark results", "",
+        f"Machine: {info['cpu']}, {info['cores']} cores; Python {info['python']}, "
+        f"TensorFlow {info['tensorflow']}, Keras {info['keras']} ({info['backend']} backend); "
+        f"commit {git_revision()}.", "",
+        f"Command: `python {command_line()}`", "",
+        "Ratios are against the same backbone with `attention=None`, measured in the same run "
+        "with interleaved repetitions (A/B/A/B after warm-up); times are medians with the "
+        "min-max spread.", "",
+        "## Parameters and MACs", "",
+        "| model | attention | params (M) | GMACs | params ratio | MACs ratio | paper params (M) | paper GFLOPs |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    payload = {"machine": info, "command": command_line(), "static": static_rows(static_models),
+               "timed": {}}
+    for r in payload["static"]:
+        lines.append(
+            f"| {r['model']} | {r['attention']} | {r['params_m']:.2f} | {r['gmacs']:.3f} | "
+            f"{r['params_ratio']:.4f} | {r['macs_ratio']:.4f} | {r['paper_params_m'] or '-'} | "
+            f"{r['paper_gflops'] or '-'} |")
+    sections = [("keras_b1", "Keras inference, batch 1 (ms)",
+                 lambda m: keras_latency(m, attentions, 1, reps)),
+                ("keras_b32", "Keras inference, batch 32 (ms)",
+                 lambda m: keras_latency(m, attentions, 32, max(3, reps // 4))),
+                ("train_b32", "Training step, batch 32 (ms)",
+                 lambda m: train_step_time(m, attentions, 32, max(3, reps // 4)))]
+    for key, title, fn in sections:
+        lines += ["", f"## {title}", "", "| model | " + " | ".join(
+            f"{att} ms | ratio" for att in attentions) + " |",
+                  "|---|" + "---|---|" * len(attentions)]
+        for model_name in timed[key]:
+            r = fn(model_name)
+            payload["timed"][f"{key}/{model_name}"] = r
+            lines.append(f"| {model_name} | " + " | ".join(fmt_timing(r[att], r["none"])
+                                                           for att in attentions) + " |")
+            print(lines[-1], flush=True)
+    lines += ["", "## LiteRT single-image latency (ms)", "",
+              "| model | variant | threads | " + " | ".join(f"{att} ms | ratio" for att in attentions) + " |",
+              "|---|---|---|" + "---|---|" * len(attentions)]
+    for model_name in timed["litert"]:
+        res = litert_latency(model_name, attentions, reps, threads=(1, 2))
+        for (variant, n), r in res.items():
+            payload["timed"][f"litert/{model_name}/{variant}/{n}"] = r
+            lines.append(f"| {model_name} | {variant} | {n} | " + " | ".join(
+                fmt_timing(r[att], r["none"]) for att in attentions) + " |")
+            print(lines[-1], flush=True)
+    name = "RESULTS_quick" if a.quick else "RESULTS"
+    with open(os.path.join(a.out, f"{name}.md"), "w") as f:
+        f.write("\n".join(lines) + "\n")
+    write_json(os.path.join(a.out, f"{name}.json"), payload)
+    print("\n".join(lines))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,199 @@
+import json
+import os
+import pickle
+import subprocess
+import sys
+import zipfile
+
+import numpy as np
+import pytest
+
+torch = pytest.importorskip("torch")
+
+import keras  # noqa: E402
+
+from keras_cra.applications import weights as weights_lib  # noqa: E402
+from keras_cra.convert import (  # noqa: E402
+    CheckpointFormatError,
+    ConversionError,
+    UnsafeCheckpointError,
+    from_torch_checkpoint,
+)
+from keras_cra.convert import safe_load  # noqa: E402
+from tests.convert import torch_reference as ref  # noqa: E402
+
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+
+def images(n=2, size=224, seed=0):
+    return np.random.default_rng(seed).normal(size=(n, size, size, 3)).astype("float32")
+
+
+def torch_logits(model, x):
+    with torch.no_grad():
+        return model(torch.from_numpy(x.transpose(0, 3, 1, 2))).numpy()
+
+
+def test_authors_cra_resnet50(tmp_path):
+    model = ref.randomize(ref.AuthorsResNet())
+    path = tmp_path / "best_model.pkl"
+    ref.save_authors_checkpoint(model, path)
+    keras_model = from_torch_checkpoint(str(path), "CRAResNet50")
+    keras_model.get_layer("conv2_block1_cra")
+    x = images()
+    # classifier_activation is softmax by default; compare logits.
+    logits = keras.Model(keras_model.input, keras_model.get_layer("predictions").output)
+    head = keras_model.get_layer("predictions")
+    pre = keras.Model(keras_model.input, keras_model.get_layer("avg_pool").output)(x)
+    keras_logits = pre.numpy() @ head.kernel.numpy() + head.bias.numpy()
+    np.testing.assert_allclose(keras_logits, torch_logits(model, x), atol=1e-4, rtol=0)
+    del logits
+
+
+def test_authors_layout_resnext50(tmp_path):
+    model = ref.randomize(ref.AuthorsResNet(groups=32, width_per_group=4, classes=10), seed=1)
+    path = tmp_path / "rx.pth"
+    ref.save_authors_checkpoint(model, path, data_parallel=False)
+    keras_model = from_torch_checkpoint(str(path), "CRAResNeXt50", input_shape=(96, 96, 3))
+    keras_model.get_layer("predictions").activation = keras.activations.linear
+    x = images(size=96)
+    np.testing.assert_allclose(keras_model.predict(x, verbose=0), torch_logits(model, x),
+                               atol=1e-4, rtol=0)
+
+
+def test_torchvision_state_dict_into_plain_backbone(tmp_path):
+    model = ref.randomize(ref.TVResNet(), seed=2)
+    path = tmp_path / "resnet50.pth"
+    torch.save(model.state_dict(), path)
+    keras_model = from_torch_checkpoint(str(path), "CRAResNet50")
+    assert keras_model.name == "resnet50"
+    keras_model.get_layer("predictions").activation = keras.activations.linear
+    x = images(seed=3)
+    np.testing.assert_allclose(keras_model.predict(x, verbose=0), torch_logits(model, x),
+                               atol=1e-4, rtol=0)
+    # Into a CRA model: attention layers keep their init, or start near identity.
+    cra = from_torch_checkpoint(str(path), "CRAResNet50", attention="cra",
+                                near_identity_gates=True)
+    kernel, bias = cra.get_layer("conv3_block2_cra").get_weights()
+    assert not kernel.any() and np.allclose(bias, 5.0)
+    np.testing.assert_array_equal(cra.get_layer("conv3_block2_1_conv").get_weights()[0],
+                                  keras_model.get_layer("conv3_block2_1_conv").get_weights()[0])
+
+
+def test_wrong_architecture_names_the_keys(tmp_path):
+    model = ref.AuthorsResNet()
+    path = tmp_path / "c.pth"
+    ref.save_authors_checkpoint(model, path)
+    with pytest.raises(ConversionError, match=r"not used: \['stage_3\.6\.|missing tensor"):
+        from_torch_checkpoint(str(path), "CRAResNet101")
+    with pytest.raises(ConversionError, match="expects shapes"):
+        from_torch_checkpoint(str(path), "CRAResNeXt50")
+    torch.save({"weird.weight": torch.zeros(2)}, tmp_path / "w.pth")
+    with pytest.raises(ConversionError, match="Unrecognised checkpoint layout"):
+        from_torch_checkpoint(str(tmp_path / "w.pth"))
+
+
+def test_recorder_is_stubbed_and_tensors_are_numpy(tmp_path):
+    model = ref.AuthorsResNet(depths=(1, 1, 1, 1), classes=3)
+    path = tmp_path / "c.pkl"
+    ref.save_authors_checkpoint(model, path)
+    obj, stubbed = safe_load.load(str(path))
+    assert any("Recorder" in s for s in stubbed)
+    assert isinstance(obj["recorder"], safe_load.InertObject)
+    assert obj["epoch"] == 100
+    w = obj["state_dict"]["module.basic_conv.0.weight"]
+    np.testing.assert_array_equal(w, model.basic_conv[0].weight.detach().numpy())
+    # A strided (non-contiguous) tensor is rebuilt correctly.
+    t = torch.arange(24, dtype=torch.float32).reshape(4, 6).t()
+    torch.save({"t": t}, tmp_path / "s.pth")
+    np.testing.assert_array_equal(safe_load.load(str(tmp_path / "s.pth"))[0]["t"], t.numpy())
+
+
+class Malicious:
+    def __init__(self, target):
+        self.target = target
+
+    def __reduce__(self):
+        return (os.system, (f"touch {self.target}",))
+
+
+def test_malicious_pickle_is_refused_and_nothing_runs(tmp_path):
+    target = tmp_path / "pwned"
+    state = ref.AuthorsResNet(depths=(1, 1, 1, 1)).state_dict()
+    path = tmp_path / "evil.pkl"
+    torch.save({"state_dict": state, "recorder": Malicious(target)}, path)
+    assert not target.exists()
+    with pytest.raises(UnsafeCheckpointError, match="system"):
+        from_torch_checkpoint(str(path), "CRAResNet50")
+    assert not target.exists()
+    # The CLI refuses it too, with a one-line error.
+    out = subprocess.run([sys.executable, "-m", "keras_cra.convert", str(path), "--out",
+                          str(tmp_path / "x.weights.h5")], capture_output=True, text=True,
+                         cwd=ROOT, env=dict(os.environ, PYTHONPATH=ROOT))
+    assert out.returncode == 2 and "Refusing to load" in out.stderr
+    assert not target.exists()
+
+
+def test_out_of_bounds_tensor_is_rejected(tmp_path):
+    t = torch.zeros(4)
+    torch.save({"t": t}, tmp_path / "t.pth")
+    with zipfile.ZipFile(tmp_path / "t.pth") as z:
+        names = z.namelist()
+        files = {n: z.read(n) for n in names}
+    pkl = [n for n in names if n.endswith("data.pkl")][0]
+    files[pkl] = files[pkl].replace(pickle.dumps(4, protocol=2)[2:-1], pickle.dumps(400, protocol=2)[2:-1], 1)
+    with zipfile.ZipFile(tmp_path / "bad.pth", "w") as z:
+        for n, data in files.items():
+            z.writestr(n, data)
+    with pytest.raises(CheckpointFormatError):
+        safe_load.load(str(tmp_path / "bad.pth"))
+
+
+def test_not_a_checkpoint(tmp_path):
+    (tmp_path / "x.pth").write_bytes(b"\x80\x02}q\x00.")
+    with pytest.raises(CheckpointFormatError, match="not a torch.save zip"):
+        safe_load.load(str(tmp_path / "x.pth"))
+
+
+def test_cli_installs_into_registry_and_imagenet_weights_load(tmp_path, monkeypatch):
+    model = ref.randomize(ref.AuthorsResNet(), seed=4)
+    path = tmp_path / "best_model.pkl"
+    ref.save_authors_checkpoint(model, path)
+    home = tmp_path / "keras_home"
+    env = dict(os.environ, PYTHONPATH=ROOT, KERAS_HOME=str(home))
+    out = subprocess.run([sys.executable, "-m", "keras_cra.convert", str(path), "--model",
+                          "CRAResNet50", "--out", str(tmp_path / "cra50.weights.h5"),
+                          "--install", "imagenet"], capture_output=True, text=True, cwd=ROOT,
+                         env=env, timeout=600)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert (home / "models" / "cra_resnet50_imagenet.weights.h5").exists()
+    monkeypatch.setenv("KERAS_HOME", str(home))
+    from keras_cra.applications import CRAResNet50, decode_predictions, preprocess_input
+
+    keras_model = CRAResNet50(weights="imagenet")
+    # End to end on natural photos: preprocess, predict, decode the top 5.
+    from skimage import data as skdata
+    import tensorflow as tf
+
+    photos = np.stack([tf.image.resize(p, (224, 224)).numpy()
+                       for p in (skdata.astronaut(), skdata.chelsea())])
+    x = preprocess_input(photos.copy())
+    probs = keras_model.predict(x, verbose=0)
+    np.testing.assert_allclose(probs.sum(-1), 1.0, rtol=1e-5)
+    logits = torch_logits(model, x.astype("float32"))
+    np.testing.assert_allclose(probs, torch.softmax(torch.from_numpy(logits), -1).numpy(),
+                               atol=1e-5)
+    index = tmp_path / "imagenet_class_index.json"
+    index.write_text(json.dumps({str(i): [f"n{i:08d}", f"class_{i}"] for i in range(1000)}))
+    decoded = decode_predictions(probs, top=5, class_index_path=str(index))
+    assert len(decoded) == 2 and all(len(d) == 5 for d in decoded)
+    assert decoded[0][0][0] == f"n{int(probs[0].argmax()):08d}"
+    notop = CRAResNet50(weights="imagenet", include_top=False, pooling="avg")
+    assert notop.output.shape == (None, 2048)
+    # A torchvision state_dict cannot be installed as the CRA `imagenet` weights.
+    tv = tmp_path / "tv.pth"
+    torch.save(ref.TVResNet().state_dict(), tv)
+    out = subprocess.run([sys.executable, "-m", "keras_cra.convert", str(tv), "--install",
+                          "imagenet"], capture_output=True, text=True, cwd=ROOT, env=env,
+                         timeout=600)
+    assert out.returncode == 2 and "has no CRA layers" in out.stderr

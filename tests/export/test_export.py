@@ -1,0 +1,193 @@
+import json
+import os
+import subprocess
+import sys
+
+import keras
+import numpy as np
+import pytest
+
+from keras_cra.export import ExportError, export_model, tflite
+from keras_cra.export import exporter
+
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+VARIANTS = ("float32", "float16", "dynamic", "int8")
+
+
+@pytest.fixture(scope="module")
+def trained_cra20(tfds_dir, tmp_path_factory):
+    """CRAResNet20 trained briefly on Fashion-MNIST (the demo's recipe, shortened)."""
+    from keras_cra.training import train as train_lib
+
+    out = tmp_path_factory.mktemp("run") / "r"
+    train_lib.train(train_lib.TrainConfig(
+        model="CRAResNet20", train_split="train[:6144]", eval_split="test[:1000]", epochs=2,
+        batch_size=128, schedule="cosine", warmup_epochs=0.25, data_dir=tfds_dir,
+        out=str(out), verbose=0))
+    return str(out / "last.keras")
+
+
+def _check_artifacts(folder, variants=VARIANTS):
+    names = set(os.listdir(folder))
+    assert {"saved_model", "labels.txt", "metadata.json", "verification.json"} <= names
+    assert {f"model_{v}.tflite" for v in variants} <= names
+    metadata = json.loads((folder / "metadata.json").read_text())
+    for v in variants:
+        flat = (folder / f"model_{v}.tflite").read_bytes()
+        assert not any("Flex" in op for op in tflite.op_names(flat)), v
+        assert metadata["sha256"][f"model_{v}.tflite"] == exporter.sha256_of(folder / f"model_{v}.tflite")
+    return metadata, json.loads((folder / "verification.json").read_text())
+
+
+def test_export_trained_cra_resnet20(trained_cra20, tfds_dir, tmp_path):
+    out = tmp_path / "saved_models" / "cra20"
+    report = export_model(trained_cra20, out, dataset="fashion_mnist", data_dir=tfds_dir,
+                          verify_examples=1000, calibration_batches=8, latency_repeats=3)
+    metadata, saved_report = _check_artifacts(out)
+    assert saved_report["summary"] == report["summary"]
+    rows = report["artifacts"]
+    assert report["examples"] == 1000
+    assert rows["saved_model"]["max_abs_diff"] <= 1e-5 and rows["saved_model"]["top1_agreement"] == 1.0
+    assert rows["float32"]["max_abs_diff"] <= 1e-4
+    assert rows["float16"]["max_abs_diff"] <= 1e-2
+    assert rows["keras"]["accuracy"] > 0.6  # it did train
+    assert 100 * (rows["keras"]["accuracy"] - rows["int8"]["accuracy"]) <= 1.0
+    for v in VARIANTS:
+        assert rows[v]["latency_ms_1_thread"] > 0 and rows[v]["size_mb"] > 0
+    assert rows["float16"]["size_mb"] < rows["float32"]["size_mb"]
+    assert rows["int8"]["size_mb"] < rows["float16"]["size_mb"]
+    assert metadata["classes"][0] == "T-shirt/top"
+    assert (out / "labels.txt").read_text().splitlines()[9] == "Ankle boot"
+    assert metadata["input_size"] == [28, 28, 3]
+    # Reload and run each artifact on real images.
+    x, y, _ = exporter.validation_data(keras.saving.load_model(trained_cra20), "fashion_mnist",
+                                       "test", tfds_dir, 64)
+    for v in VARIANTS:
+        probs = tflite.run(str(out / f"model_{v}.tflite"), x)
+        assert probs.shape == (64, 10) and np.mean(probs.argmax(-1) == y) > 0.5
+
+
+def test_saved_model_serves_raw_pixels_without_keras_cra(trained_cra20, tfds_dir, tmp_path):
+    out = tmp_path / "sm"
+    export_model(trained_cra20, out, dataset="fashion_mnist", data_dir=tfds_dir,
+                 verify_examples=200, variants=("float32",), latency_repeats=2)
+    model = keras.saving.load_model(trained_cra20)
+    pixels = np.random.default_rng(0).integers(0, 256, size=(3, 28, 28, 3), dtype=np.uint8)
+    from keras_cra.applications import preprocess_input
+
+    expected = keras.ops.softmax(model(preprocess_input(pixels.astype("float32")))).numpy()
+    np.save(tmp_path / "pixels.npy", pixels)
+    script = (
+        "import sys, numpy as np\n"
+        "sys.modules['keras_cra'] = None\n"  # importing keras_cra now fails
+        "import tensorflow as tf\n"
+        f"m = tf.saved_model.load({str(out / 'saved_model')!r})\n"
+        f"x = np.load({str(tmp_path / 'pixels.npy')!r})\n"
+        "y = m.signatures['serving_default'](images=tf.constant(x))['output_0'].numpy()\n"
+        f"np.save({str(tmp_path / 'served.npy')!r}, y)\n"
+    )
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                          timeout=300, cwd=str(tmp_path))
+    assert done.returncode == 0, done.stderr[-2000:]
+    np.testing.assert_allclose(np.load(tmp_path / "served.npy"), expected, atol=1e-5)
+
+
+def test_export_cra_resnet50_imagenet_size(tmp_path):
+    from keras_cra.applications import CRAResNet50
+
+    model = CRAResNet50(weights=None)
+    out = tmp_path / "cra50"
+    report = export_model(model, out, dataset=None, max_int8_drop=None, latency_repeats=2)
+    _check_artifacts(out)
+    rows = report["artifacts"]
+    assert rows["saved_model"]["max_abs_diff"] <= 1e-5
+    assert rows["float32"]["max_abs_diff"] <= 1e-4
+    assert rows["float16"]["max_abs_diff"] <= 1e-2
+    photos = report["photos"]
+    assert photos["saved_model"]["top1_agreement"] == 1.0
+    assert photos["float32"]["max_abs_diff"] <= 1e-4
+
+
+def test_int8_with_integer_io(tmp_path):
+    inputs = keras.Input((16, 16, 3))
+    x = keras.layers.Conv2D(8, 3)(inputs)
+    from keras_cra.layers import CRA
+
+    x = keras.layers.GlobalAveragePooling2D()(CRA()(x))
+    model = keras.Model(inputs, keras.layers.Dense(4, activation="softmax")(x))
+    rng = np.random.default_rng(0)
+    calib = [rng.normal(size=(8, 16, 16, 3)).astype("float32")]
+    for io in ("int8", "uint8"):
+        flat = tflite.convert(model, "int8", representative_data=calib, integer_io=io)
+        details = tflite.interpreter(flat).get_input_details()[0]
+        assert details["dtype"] == np.dtype(io)
+        probs = tflite.run(flat, calib[0])
+        np.testing.assert_allclose(probs.sum(-1), 1.0, atol=0.05)
+
+
+def test_refuses_to_overwrite_and_is_atomic(trained_cra20, tfds_dir, tmp_path):
+    out = tmp_path / "e"
+    out.mkdir()
+    (out / "keep.txt").write_text("old")
+    with pytest.raises(ExportError, match="already holds an export"):
+        export_model(trained_cra20, out, dataset="fashion_mnist", data_dir=tfds_dir)
+    # A failing verification leaves the old export untouched and no temp folders.
+    with pytest.raises(ExportError, match="Verification failed"):
+        export_model(trained_cra20, out, dataset="fashion_mnist", data_dir=tfds_dir,
+                     verify_examples=100, variants=("int8",), max_int8_drop=-1.0,
+                     overwrite=True, latency_repeats=1)
+    assert (out / "keep.txt").read_text() == "old"
+    assert sorted(os.listdir(tmp_path)) == ["e"]
+
+
+def test_clear_errors(tmp_path, trained_cra20):
+    bogus = tmp_path / "x.keras"
+    bogus.write_text("nope")
+    with pytest.raises(ExportError, match="Not a model"):
+        export_model(str(bogus), tmp_path / "o1", dataset=None)
+    with pytest.raises(ExportError, match="Not a model"):
+        export_model(str(tmp_path / "missing.txt"), tmp_path / "o2", dataset=None)
+    with pytest.raises(ValueError, match=r"Received: representative_data batch shape=\(2, 5\)"):
+        tflite.convert(keras.saving.load_model(trained_cra20), "int8",
+                       representative_data=[np.zeros((2, 5), "float32")])
+    locked = tmp_path / "locked"
+    locked.mkdir()
+    os.chmod(locked, 0o500)
+    try:
+        if os.access(locked, os.W_OK):
+            pytest.skip("running as a user that can write anywhere")
+        with pytest.raises(ExportError, match="Cannot write"):
+            export_model(trained_cra20, locked / "out", dataset=None)
+    finally:
+        os.chmod(locked, 0o700)
+
+
+@keras.saving.register_keras_serializable(package="tests")
+class PythonSideEffectLayer(keras.layers.Layer):
+    def call(self, x):
+        import tensorflow as tf
+
+        return tf.strings.to_number(tf.strings.as_string(x))  # needs Flex ops
+
+
+def test_unsupported_layer_is_named(tmp_path):
+    inputs = keras.Input((4, 4, 3))
+    x = PythonSideEffectLayer(name="stringy")(inputs)
+    model = keras.Model(inputs, keras.layers.Dense(2)(keras.layers.Flatten()(x)))
+    with pytest.raises(ExportError, match=r"stringy \(PythonSideEffectLayer\)"):
+        export_model(model, tmp_path / "o", dataset=None, variants=("float32",))
+
+
+def test_cli(trained_cra20, tfds_dir, tmp_path):
+    out = tmp_path / "cli"
+    done = subprocess.run(
+        [sys.executable, "training/export.py", trained_cra20, "--out", str(out), "--data-dir",
+         tfds_dir, "--verify-examples", "100", "--variants", "float32", "--max-int8-drop", "-1"],
+        capture_output=True, text=True, cwd=ROOT, env=dict(os.environ, PYTHONPATH=ROOT),
+        timeout=600)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert "Export verification" in done.stdout and (out / "model_float32.tflite").exists()
+    again = subprocess.run([sys.executable, "training/export.py", trained_cra20, "--out", str(out)],
+                           capture_output=True, text=True, cwd=ROOT,
+                           env=dict(os.environ, PYTHONPATH=ROOT), timeout=600)
+    assert again.returncode == 2 and again.stderr.startswith("error:")
