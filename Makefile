@@ -8,10 +8,10 @@ install:
 
 # The README's test command (what CI runs). Slow full-size tests are opt-in: make test-all.
 test:
-	$(PYTHON) -m pytest -p no:benchmark -n 2 --dist loadfile -q -m "not slow" tests
+	$(PYTHON) -m pytest -p no:benchmark -n 2 --dist loadgroup -q -m "not slow" tests
 
 test-all:
-	$(PYTHON) -m pytest -p no:benchmark -n 2 --dist loadfile -q tests
+	$(PYTHON) -m pytest -p no:benchmark -n 2 --dist loadgroup -q tests
 
 # The main job: train CRAResNet20 on the embedded Fashion-MNIST default, evaluate, export, verify.
 demo: install

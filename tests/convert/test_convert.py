@@ -1,3 +1,5 @@
+import collections
+import io
 import json
 import os
 import pickle
@@ -134,18 +136,48 @@ def test_malicious_pickle_is_refused_and_nothing_runs(tmp_path):
     assert not target.exists()
 
 
+class _StorageRef:
+    """Pickled as a persistent id pointing at storage "0" (4 floats)."""
+
+
+class _TensorOfSize:
+    """Pickles exactly as torch.save pickles a 1-D float tensor, with any size."""
+
+    def __init__(self, size):
+        self.size = size
+
+    def __reduce__(self):
+        return (torch._utils._rebuild_tensor_v2,
+                (_StorageRef(), 0, (self.size,), (1,), False, collections.OrderedDict()))
+
+
+class _CheckpointPickler(pickle.Pickler):
+    def persistent_id(self, obj):
+        if isinstance(obj, _StorageRef):
+            return ("storage", torch.FloatStorage, "0", "cpu", 4)
+        return None
+
+
+def _handmade_checkpoint(path, size):
+    buffer = io.BytesIO()
+    _CheckpointPickler(buffer, protocol=2).dump({"t": _TensorOfSize(size)})
+    with zipfile.ZipFile(path, "w") as z:
+        z.writestr("archive/data.pkl", buffer.getvalue())
+        z.writestr("archive/byteorder", sys.byteorder)
+        z.writestr("archive/version", "3\n")
+        z.writestr("archive/data/0", np.arange(4, dtype="float32").tobytes())
+
+
 def test_out_of_bounds_tensor_is_rejected(tmp_path):
-    t = torch.zeros(4)
-    torch.save({"t": t}, tmp_path / "t.pth")
-    with zipfile.ZipFile(tmp_path / "t.pth") as z:
-        names = z.namelist()
-        files = {n: z.read(n) for n in names}
-    pkl = [n for n in names if n.endswith("data.pkl")][0]
-    files[pkl] = files[pkl].replace(pickle.dumps(4, protocol=2)[2:-1], pickle.dumps(400, protocol=2)[2:-1], 1)
-    with zipfile.ZipFile(tmp_path / "bad.pth", "w") as z:
-        for n, data in files.items():
-            z.writestr(n, data)
-    with pytest.raises(CheckpointFormatError):
+    # The same hand-made archive reads fine when the tensor fits its storage...
+    _handmade_checkpoint(tmp_path / "ok.pth", 4)
+    np.testing.assert_array_equal(safe_load.load(str(tmp_path / "ok.pth"))[0]["t"],
+                                  np.arange(4, dtype="float32"))
+    assert torch.equal(torch.load(tmp_path / "ok.pth", weights_only=True)["t"],
+                       torch.arange(4, dtype=torch.float32))
+    # ...and is refused when it claims 400 elements of a 4-element storage.
+    _handmade_checkpoint(tmp_path / "bad.pth", 400)
+    with pytest.raises(CheckpointFormatError, match="reads past its storage"):
         safe_load.load(str(tmp_path / "bad.pth"))
 
 

@@ -9,6 +9,10 @@ import pytest
 
 from keras_cra.export import ExportError, export_model, tflite
 from keras_cra.export import exporter
+from tests.helpers import own_stderr_lines
+
+# Tests sharing the trained model run on one xdist worker (make test: --dist loadgroup).
+pytestmark = pytest.mark.xdist_group("trained_cra20")
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 VARIANTS = ("float32", "float16", "dynamic", "int8")
@@ -190,4 +194,6 @@ def test_cli(trained_cra20, tfds_dir, tmp_path):
     again = subprocess.run([sys.executable, "training/export.py", trained_cra20, "--out", str(out)],
                            capture_output=True, text=True, cwd=ROOT,
                            env=dict(os.environ, PYTHONPATH=ROOT), timeout=600)
-    assert again.returncode == 2 and again.stderr.startswith("error:")
+    lines = own_stderr_lines(again.stderr)
+    assert again.returncode == 2 and len(lines) == 1 and lines[0].startswith("error:"), lines
+    assert "already holds an export" in lines[0]
