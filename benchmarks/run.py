@@ -117,16 +117,52 @@ def litert_latency(model_name, attentions, repeats, threads):
     results = {}
     for variant in ("float32", "int8"):
         for n in threads:
-            fns = {}
+            fns, failed = {}, {}
             for attention in attentions:
-                interp = tflite.interpreter(models[(attention, variant)], num_threads=n)
-                tflite.run(None, x, interp=interp)
+                try:
+                    interp = tflite.interpreter(models[(attention, variant)], num_threads=n)
+                    tflite.run(None, x, interp=interp)
+                except RuntimeError as e:  # e.g. XNNPACK refusing a degenerate quantization
+                    failed[attention] = {"error": str(e).splitlines()[0][:160]}
+                    continue
                 fns[attention] = lambda i=interp: tflite.run(None, x, interp=i)
-            results[(variant, n)] = interleaved(fns, repeats)
+            results[(variant, n)] = {**interleaved(fns, repeats), **failed}
     return results
 
 
+TARGETS = [  # (timed key, what, max CRA / plain ratio) for CRA-ResNet-50, from issue 7
+    ("keras_b1/CRAResNet50", "Keras inference, batch 1", 1.03),
+    ("keras_b32/CRAResNet50", "Keras inference, batch 32", 1.03),
+    ("train_b32/CRAResNet50", "training step, batch 32", 1.08),
+    ("litert/CRAResNet50/float32/1", "LiteRT float32, 1 thread", 1.03),
+    ("litert/CRAResNet50/float32/2", "LiteRT float32, 2 threads", 1.03),
+    ("litert/CRAResNet50/int8/1", "LiteRT int8, 1 thread", 1.03),
+    ("litert/CRAResNet50/int8/2", "LiteRT int8, 2 threads", 1.03),
+]
+
+
+def target_lines(timed, attentions):
+    """CRA-ResNet-50 ratios against the targets, and CRA vs SE in every timed row."""
+    lines = ["", "## Targets (CRA-ResNet-50 / ResNet-50)", "",
+             "| measurement | ratio | target | met |", "|---|---|---|---|"]
+    for key, what, target in TARGETS:
+        if key in timed and "error" not in timed[key]["cra"]:
+            r = ratio(timed[key]["cra"], timed[key]["none"])
+            lines.append(f"| {what} | {r:.3f} | <= {target} | {'yes' if r <= target else 'no'} |")
+    if "se" in attentions:
+        lines += ["", "## CRA vs SE at the same placement (time ratio CRA / SE)", "",
+                  "| row | CRA / SE | CRA cheaper |", "|---|---|---|"]
+        for key, r in timed.items():
+            if "error" in r.get("cra", {}) or "error" in r.get("se", {"error": 1}):
+                continue
+            q = ratio(r["cra"], r["se"])
+            lines.append(f"| {key} | {q:.3f} | {'yes' if q < 1 else 'no'} |")
+    return lines
+
+
 def fmt_timing(r, base):
+    if "error" in r:
+        return "n/a | n/a"
     return f"{r['median_ms']:.1f} ({r['min_ms']:.1f}-{r['max_ms']:.1f}) | {ratio(r, base):.3f}"
 
 
@@ -188,6 +224,7 @@ def main(argv=None):
     lines += ["", "## LiteRT single-image latency (ms)", "",
               "| model | variant | threads | " + " | ".join(f"{att} ms | ratio" for att in attentions) + " |",
               "|---|---|---|" + "---|---|" * len(attentions)]
+    notes = []
     for model_name in timed["litert"]:
         res = litert_latency(model_name, attentions, reps, threads=(1, 2))
         for (variant, n), r in res.items():
@@ -195,6 +232,11 @@ def main(argv=None):
             lines.append(f"| {model_name} | {variant} | {n} | " + " | ".join(
                 fmt_timing(r[att], r["none"]) for att in attentions) + " |")
             print(lines[-1], flush=True)
+            notes += [f"- n/a: {model_name} {variant} {n} thread(s), attention={att}: "
+                      f"{r[att]['error']}" for att in attentions if "error" in r[att]]
+    if notes:
+        lines += [""] + notes
+    lines += target_lines(payload["timed"], attentions)
     name = "RESULTS_quick" if a.quick else "RESULTS"
     with open(os.path.join(a.out, f"{name}.md"), "w") as f:
         f.write("\n".join(lines) + "\n")

@@ -14,8 +14,9 @@ from keras_cra.training.common import print_table, run_cli
 
 
 def demo(out="runs/demo", export_dir="saved_models/cra_resnet20_fashion_mnist",
-         train_examples=20000, eval_examples=10000, epochs=3, batch_size=128,
-         data_dir=None, attention="cra", verify_examples=1000, fresh=True, export=True):
+         train_examples=60000, eval_examples=10000, epochs=3, batch_size=128,
+         data_dir=None, attention="cra", verify_examples=1000, fresh=True, export=True,
+         max_int8_drop=1.0):
     from keras_cra.training import train as train_lib
 
     if fresh and os.path.isdir(out):
@@ -36,7 +37,7 @@ def demo(out="runs/demo", export_dir="saved_models/cra_resnet20_fashion_mnist",
         report = exporter.export_model(
             os.path.join(out, "last.keras"), export_dir, dataset="fashion_mnist",
             data_dir=data_dir, verify_examples=verify_examples, overwrite=True,
-            source_name="CRAResNet20 trained by `make demo`",
+            source_name="CRAResNet20 trained by `make demo`", max_int8_drop=max_int8_drop,
         )
         summary["export_dir"] = export_dir
         summary["int8_top1_drop"] = report["summary"]["int8_top1_drop"]
@@ -49,7 +50,7 @@ def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__)
     p.add_argument("--out", default="runs/demo")
     p.add_argument("--export-dir", default="saved_models/cra_resnet20_fashion_mnist")
-    p.add_argument("--train-examples", type=int, default=20000)
+    p.add_argument("--train-examples", type=int, default=60000)
     p.add_argument("--eval-examples", type=int, default=10000)
     p.add_argument("--epochs", type=int, default=3)
     p.add_argument("--batch-size", type=int, default=128)
@@ -57,7 +58,10 @@ def main(argv=None):
     p.add_argument("--data-dir", default=None)
     p.add_argument("--attention", default="cra", choices=["cra", "se", "eca", "none"])
     p.add_argument("--no-export", action="store_true")
+    p.add_argument("--max-int8-drop", type=float, default=1.0,
+                   help="fail if int8 top-1 drops more points than this (negative: report only)")
     a = p.parse_args(argv)
     return run_cli(lambda: demo(a.out, a.export_dir, a.train_examples, a.eval_examples, a.epochs,
                                 a.batch_size, a.data_dir, a.attention, a.verify_examples,
-                                export=not a.no_export))
+                                export=not a.no_export,
+                                max_int8_drop=None if a.max_int8_drop < 0 else a.max_int8_drop))

@@ -194,3 +194,25 @@ def test_mirrored_and_multiworker_match_single_device(tmp_path):
         result = _load(tmp_path / name)
         assert result["replicas"] == 2
         _assert_same_training(reference, result)
+
+
+def test_main_job_smoke(tfds_dir, tmp_path, capsys):
+    """`make demo` (training/demo.py) end to end with a tiny setting."""
+    from keras_cra.training import demo as demo_lib
+
+    export_dir = tmp_path / "saved_models" / "demo"
+    code = demo_lib.main([
+        "--out", str(tmp_path / "run"), "--export-dir", str(export_dir),
+        "--train-examples", "512", "--eval-examples", "256", "--epochs", "1",
+        "--batch-size", "64", "--verify-examples", "128", "--data-dir", tfds_dir,
+        "--max-int8-drop", "-1",
+    ])
+    printed = capsys.readouterr().out
+    assert code == 0
+    assert "Export verification" in printed and "keras_cra demo" in printed
+    metrics = json.loads((tmp_path / "run" / "metrics.json").read_text())
+    assert metrics["model"] == "CRAResNet20" and 0 <= metrics["top1"] <= 1
+    report = json.loads((export_dir / "verification.json").read_text())
+    assert set(report["artifacts"]) == {"keras", "saved_model", "float32", "float16",
+                                        "dynamic", "int8"}
+    assert report["artifacts"]["float32"]["max_abs_diff"] <= 1e-4
