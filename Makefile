@@ -1,7 +1,7 @@
 PYTHON ?= python3
 export TF_CPP_MIN_LOG_LEVEL ?= 2
 
-.PHONY: install test test-all demo bench bench-quick
+.PHONY: install data test test-all demo bench bench-quick
 
 install:
 	$(PYTHON) -m pip install -e ".[dev,torch]"
@@ -13,6 +13,18 @@ test:
 test-all:
 	$(PYTHON) -m pytest -p no:benchmark -n 2 --dist loadgroup -q tests
 
+# The offline Fashion-MNIST files (Debian's dataset-fashion-mnist), installed if missing.
+data:
+	@test -d /usr/share/datasets/fashion-mnist || \
+	  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq dataset-fashion-mnist)
+
 # The main job: train CRAResNet20 on the embedded Fashion-MNIST default, evaluate, export, verify.
-demo: install
+demo: install data
 	$(PYTHON) training/demo.py
+
+# Benchmarks (scripts, not tests): CRA's cost as ratios against the same backbone without attention.
+bench:
+	$(PYTHON) benchmarks/run.py
+
+bench-quick:
+	$(PYTHON) benchmarks/run.py --quick

@@ -19,8 +19,8 @@ def trainable_count(model):
 # Parameter counts as PyTorch counts them (trainable weights, no BN buffers).
 PARAMS = [
     # model, plain, cra
-    ("CRAResNet18", 11_689_512, None),
-    ("CRAResNet34", 21_797_672, None),
+    ("CRAResNet18", 11_689_512, 11_689_512 + 96_000),
+    ("CRAResNet34", 21_797_672, 21_797_672 + 188_800),
     ("CRAResNet50", 25_557_032, 26_312_232),
     ("CRAResNet101", 44_549_160, 44_549_160 + 1_625_600),
     ("CRAResNeXt101", 44_177_704, 44_177_704 + 1_625_600),

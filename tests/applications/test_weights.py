@@ -41,6 +41,8 @@ def test_keras_file_as_weights_including_notop(tmp_path):
     )
 
 
+# Keras warns once per skipped sublayer container while reading a mismatched file.
+@pytest.mark.filterwarnings("ignore:Skipping nested container")
 def test_other_architecture_says_which_layer(tmp_path):
     path = tmp_path / "m.keras"
     A.CRAResNet20(classes=10).save(path)
