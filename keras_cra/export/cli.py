@@ -6,6 +6,19 @@ import os
 from keras_cra.export.exporter import TFLITE_VARIANTS, ExportError, export_model
 
 
+def _int8_drop_bound(text):
+    """`--max-int8-drop` value: points, or `None` (report only) when negative."""
+    value = float(text)
+    return None if value < 0 else value
+
+
+def add_max_int8_drop_argument(parser):
+    """The `--max-int8-drop` flag shared by the export and demo CLIs."""
+    parser.add_argument("--max-int8-drop", type=_int8_drop_bound, default=1.0,
+                        help="fail if int8 top-1 drops more points than this "
+                             "(negative: report only)")
+
+
 def build_parser():
     p = argparse.ArgumentParser(
         description="Export a .keras model to SavedModel and TFLite (LiteRT), verified "
@@ -24,8 +37,7 @@ def build_parser():
     p.add_argument("--int8-io", default="float", choices=["float", "int8", "uint8"])
     p.add_argument("--variants", nargs="*", default=list(TFLITE_VARIANTS),
                    choices=list(TFLITE_VARIANTS))
-    p.add_argument("--max-int8-drop", type=float, default=1.0,
-                   help="fail if int8 top-1 drops more points than this (negative: report only)")
+    add_max_int8_drop_argument(p)
     p.add_argument("--overwrite", action="store_true")
     return p
 
@@ -41,7 +53,7 @@ def main(argv=None):
             data_dir=a.data_dir, verify_examples=a.verify_examples,
             calibration_batches=a.calibration_batches, integer_io=a.int8_io,
             variants=a.variants, overwrite=a.overwrite, source_name=a.model,
-            max_int8_drop=None if a.max_int8_drop < 0 else a.max_int8_drop,
+            max_int8_drop=a.max_int8_drop,
         )
     except ExportError as e:
         print(f"error: {e}", file=sys.stderr)

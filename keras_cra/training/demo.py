@@ -10,6 +10,7 @@ import os
 import shutil
 import time
 
+from keras_cra.export.cli import add_max_int8_drop_argument
 from keras_cra.training.common import print_table, run_cli
 
 
@@ -58,10 +59,9 @@ def main(argv=None):
     p.add_argument("--data-dir", default=None)
     p.add_argument("--attention", default="cra", choices=["cra", "se", "eca", "none"])
     p.add_argument("--no-export", action="store_true")
-    p.add_argument("--max-int8-drop", type=float, default=1.0,
-                   help="fail if int8 top-1 drops more points than this (negative: report only)")
+    add_max_int8_drop_argument(p)
     a = p.parse_args(argv)
     return run_cli(lambda: demo(a.out, a.export_dir, a.train_examples, a.eval_examples, a.epochs,
                                 a.batch_size, a.data_dir, a.attention, a.verify_examples,
                                 export=not a.no_export,
-                                max_int8_drop=None if a.max_int8_drop < 0 else a.max_int8_drop))
+                                max_int8_drop=a.max_int8_drop))
