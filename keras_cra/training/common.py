@@ -5,6 +5,11 @@ import os
 import sys
 
 
+# Written into every `make demo` run folder, so a rerun of the demo replaces
+# only a folder the demo itself made (a user's --out is never deleted).
+DEMO_MARKER = ".keras_cra_demo"
+
+
 class UsageError(ValueError):
     """A user error: printed as one line, exit code 2, no traceback."""
 

@@ -11,7 +11,23 @@ import shutil
 import time
 
 from keras_cra.export.cli import add_max_int8_drop_argument
-from keras_cra.training.common import print_table, run_cli
+from keras_cra.training.common import DEMO_MARKER, UsageError, print_table, run_cli
+
+
+def prepare_out(out):
+    """Empties `out` for a new demo run; refuses a folder the demo did not make."""
+    if os.path.exists(out):
+        if not os.path.isdir(out):
+            raise UsageError(f"--out {out} is a file, not a folder. Received: out={out!r}")
+        if os.listdir(out) and not os.path.exists(os.path.join(out, DEMO_MARKER)):
+            raise UsageError(
+                f"--out {out} is not empty and does not hold a previous demo run; "
+                f"choose another --out. Nothing was deleted. Received: out={out!r}"
+            )
+        shutil.rmtree(out)
+    os.makedirs(out)
+    with open(os.path.join(out, DEMO_MARKER), "w") as f:
+        f.write("made by keras_cra.training.demo; the next demo run replaces this folder\n")
 
 
 def demo(out="runs/demo", export_dir="saved_models/cra_resnet20_fashion_mnist",
@@ -20,8 +36,8 @@ def demo(out="runs/demo", export_dir="saved_models/cra_resnet20_fashion_mnist",
          max_int8_drop=1.0):
     from keras_cra.training import train as train_lib
 
-    if fresh and os.path.isdir(out):
-        shutil.rmtree(out)
+    if fresh:
+        prepare_out(out)
     start = time.time()
     config = train_lib.TrainConfig(
         model="CRAResNet20", attention=attention, dataset="fashion_mnist",

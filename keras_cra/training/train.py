@@ -8,6 +8,7 @@ import shutil
 import time
 
 from keras_cra.training.common import (
+    DEMO_MARKER,
     UsageError,
     configure_determinism,
     get_strategy,
@@ -133,7 +134,8 @@ def validate(config):
 
 def _prepare_out(config):
     out = config.out
-    existing = os.path.isdir(out) and os.listdir(out)
+    # A demo run folder starts with only the demo's marker file in it.
+    existing = os.path.isdir(out) and set(os.listdir(out)) - {DEMO_MARKER}
     if config.resume:
         if not os.path.exists(os.path.join(out, "last.keras")):
             raise UsageError(f"Cannot resume: no checkpoint {os.path.join(out, 'last.keras')}.")

@@ -216,3 +216,34 @@ def test_main_job_smoke(tfds_dir, tmp_path, capsys):
     assert set(report["artifacts"]) == {"keras", "saved_model", "float32", "float16",
                                         "dynamic", "int8"}
     assert report["artifacts"]["float32"]["max_abs_diff"] <= 1e-4
+
+
+def test_demo_never_deletes_a_folder_it_did_not_make(tmp_path, capsys):
+    from keras_cra.training import demo as demo_lib
+
+    out = tmp_path / "mine"
+    out.mkdir()
+    (out / "thesis.txt").write_text("precious")
+    code = demo_lib.main(["--out", str(out), "--no-export"])
+    err = capsys.readouterr().err
+    assert code == 2
+    assert "does not hold a previous demo run" in err and f"Received: out={str(out)!r}" in err
+    assert (out / "thesis.txt").read_text() == "precious"
+    (tmp_path / "file").write_text("x")
+    assert demo_lib.main(["--out", str(tmp_path / "file"), "--no-export"]) == 2
+    assert (tmp_path / "file").read_text() == "x"
+
+
+def test_demo_replaces_its_own_previous_run(tmp_path):
+    from keras_cra.training import demo as demo_lib
+    from keras_cra.training.common import DEMO_MARKER
+    from keras_cra.training.train import TrainConfig, _prepare_out
+
+    out = tmp_path / "run"
+    demo_lib.prepare_out(str(out))
+    assert os.listdir(out) == [DEMO_MARKER]
+    (out / "last.keras").write_text("old checkpoint")
+    demo_lib.prepare_out(str(out))
+    assert os.listdir(out) == [DEMO_MARKER]
+    # training accepts the fresh demo folder
+    assert _prepare_out(TrainConfig(out=str(out))) == 0
