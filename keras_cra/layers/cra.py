@@ -42,6 +42,28 @@ def _dynamic_indices(size, bins):
     return ops.minimum(start[:, None] + j[None, :], end[:, None] - 1)
 
 
+def strided_window(size, bins):
+    """`(window, stride)` of one max pool equal to adaptive max pooling.
+
+    Adaptive max pooling of `size` rows into `bins` is a plain max pool when
+    `size` is a multiple of `bins` (window = stride = `size // bins`), and
+    also when `size = bins * d + 1` with `d >= 1`: bin `i` then covers
+    `[i * d, i * d + d + 1)`, a window of `d + 1` rows at stride `d` (for
+    example 8 rows into 7 bins, or 64 into 7).
+
+    Returns:
+        `(window, stride)`, or `None` when no single max pool matches.
+    """
+    if size is None:
+        return None
+    if size % bins == 0:
+        return size // bins, size // bins
+    if size > bins and size % bins == 1:
+        d = size // bins
+        return d + 1, d
+    return None
+
+
 def adaptive_max_pool(x, output_size, axes, fast=True):
     """Adaptive max pooling with PyTorch's window rule, on any input size.
 
@@ -49,20 +71,23 @@ def adaptive_max_pool(x, output_size, axes, fast=True):
         x: a tensor.
         output_size: int, the number of bins along each axis of `axes`.
         axes: the two spatial axes of `x`.
-        fast: bool. If `True` and both static sizes are multiples of
-            `output_size`, use a single strided max reduction; otherwise
-            gather each bin's rows and reduce (the general path). Both give
-            identical results.
+        fast: bool. If `True`, every axis whose static size allows it (see
+            `strided_window`) is pooled by one strided max pool; the other
+            axes gather each bin's rows and reduce (the general path, used
+            for every axis when `fast=False`). Both give identical results.
     """
-    shape = x.shape
-    sizes = [shape[a] for a in axes]
-    if fast and all(s is not None and s % output_size == 0 for s in sizes):
-        return _divisible_max_pool(x, output_size, axes)
-    for axis, size in zip(axes, sizes):
+    sizes = [x.shape[a] for a in axes]
+    plans = [strided_window(s, output_size) if fast else None for s in sizes]
+    if all(plans):
+        return _strided_max_pool(x, plans, axes)
+    for i, (axis, size) in enumerate(zip(axes, sizes)):
+        if plans[i]:
+            one_axis = [(1, 1), (1, 1)]
+            one_axis[i] = plans[i]
+            x = _strided_max_pool(x, one_axis, axes)
+            continue
         if size is None:
             idx = _dynamic_indices(ops.shape(x)[axis], output_size)
-        elif fast and size == output_size:
-            continue
         else:
             idx = adaptive_max_indices(size, output_size)
         # (..., bins, k, ...) then max over the window axis.
@@ -70,16 +95,16 @@ def adaptive_max_pool(x, output_size, axes, fast=True):
     return x
 
 
-def _divisible_max_pool(x, output_size, axes):
-    shape = x.shape
-    kh, kw = (shape[a] // output_size for a in axes)
-    if kh == 1 and kw == 1:
+def _strided_max_pool(x, plans, axes):
+    windows = tuple(w for w, _ in plans)
+    strides = tuple(s for _, s in plans)
+    if windows == (1, 1) and strides == (1, 1):
         return x
     data_format = "channels_last" if tuple(axes) == (1, 2) else "channels_first"
     return ops.max_pool(
         x,
-        pool_size=(kh, kw),
-        strides=(kh, kw),
+        pool_size=windows,
+        strides=strides,
         padding="valid",
         data_format=data_format,
     )

@@ -5,7 +5,7 @@ import keras
 from hypothesis import given, settings, strategies as st
 
 from keras_cra.layers import CRA, ChannelReassessmentAttention, adaptive_max_pool
-from keras_cra.layers.cra import adaptive_max_windows
+from keras_cra.layers.cra import adaptive_max_windows, strided_window
 from keras_cra.export import tflite
 from tests.references import adaptive_max_pool_nhwc, cra_nhwc
 
@@ -77,11 +77,36 @@ def test_one_by_one_map_is_replicated():
     np.testing.assert_array_equal(pooled, np.broadcast_to(x, (1, 7, 7, 3)))
 
 
-@pytest.mark.parametrize("size", [7, 14, 28, 56, 21])
+def test_strided_window_matches_the_window_rule():
+    found = 0
+    for bins in range(1, 10):
+        for size in range(1, 130):
+            plan = strided_window(size, bins)
+            start, end = adaptive_max_windows(size, bins)
+            uniform = len(set((end - start).tolist())) == 1 and (
+                bins == 1 or len(set(np.diff(start).tolist())) == 1
+            )
+            if plan is not None:
+                window, stride = plan
+                found += 1
+                assert stride >= 1, (size, bins)
+                np.testing.assert_array_equal(start, stride * np.arange(bins))
+                np.testing.assert_array_equal(end, start + window)
+            elif size >= bins:
+                assert not uniform, (size, bins)
+    assert found > 100
+    assert strided_window(8, 7) == (2, 1) and strided_window(64, 7) == (10, 9)
+    assert strided_window(32, 7) is None and strided_window(3, 7) is None
+
+
+@pytest.mark.parametrize(
+    "size", [7, 14, 28, 56, 21, 8, 15, 64, (8, 10), (10, 8), (56, 9), (3, 64)]
+)
 @pytest.mark.parametrize("data_format", ["channels_last", "channels_first"])
 def test_fast_path_equals_general_path(size, data_format):
     rng = np.random.default_rng(0)
-    shape = (2, size, size, 8) if data_format == "channels_last" else (2, 8, size, size)
+    h, w = size if isinstance(size, tuple) else (size, size)
+    shape = (2, h, w, 8) if data_format == "channels_last" else (2, 8, h, w)
     x = rng.normal(size=shape).astype("float32")
     layer = CRA(data_format=data_format)
     layer.build(shape)
