@@ -10,6 +10,24 @@ import time
 import numpy as np
 
 
+def gate_floor_layer():
+    """A Keras layer costing what every channel-attention gate must pay at least.
+
+    `x * sigmoid(x[:, :1, :1, :])`: an input-dependent per-channel gate (one
+    pixel, no pooling, no parameters) and the broadcast multiply. Used as the
+    `floor` attention in benchmarks/run.py: no channel attention placed after
+    a block's last BatchNorm can cost less than this.
+    """
+    import keras
+    from keras import ops
+
+    class GateFloor(keras.layers.Layer):
+        def call(self, x):
+            return x * ops.sigmoid(x[:, :1, :1, :])
+
+    return GateFloor()
+
+
 def machine():
     try:
         cpu = next(l.split(":", 1)[1].strip() for l in open("/proc/cpuinfo") if l.startswith("model name"))
