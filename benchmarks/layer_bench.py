@@ -6,6 +6,12 @@ outputs of ResNet-50 at 224x224 (3 x 56x56x256, 4 x 28x28x512, 6 x 14x14x1024,
 3 x 7x7x2048); identity, CRA (fast path), CRA (general path) and SE are timed
 in interleaved repetitions in one run and reported as ratios.
 
+A second table times single TF ops on one 56x56x256 map (ResNet-50's first
+stage, batch 1): CRA's max pool next to the cheapest possible full read of
+the map (a global max) and the elementwise multiplies, in microseconds per op
+(each op in its own compiled function, minus the call overhead of a
+function that reads one element).
+
     python benchmarks/layer_bench.py [--batch 1] [--repeats 30]
 """
 
@@ -54,6 +60,35 @@ def stack(kind, batch):
     return run
 
 
+def single_ops(calls=2000, rounds=5):
+    """Microseconds per op on one (1, 56, 56, 256) map, call overhead removed."""
+    import time
+
+    x = tf.constant(np.random.default_rng(0).normal(size=(1, 56, 56, 256)).astype("float32"))
+    gate = tf.constant(np.random.default_rng(1).random(size=(1, 1, 1, 256)).astype("float32"))
+    ops_ = {
+        "call overhead (one element)": lambda t: t[0, 0, 0, 0] + 1.0,
+        "global max (the cheapest full read)": lambda t: tf.reduce_max(t),
+        "CRA pool: 8x8 max pool, stride 8": lambda t: tf.nn.max_pool2d(t, 8, 8, "VALID"),
+        "multiply by a scalar": lambda t: t * 2.0,
+        "multiply by a channel gate (CRA, SE, ECA)": lambda t: t * gate,
+    }
+    out = {}
+    for name, f in ops_.items():
+        fn = tf.function(f)
+        for _ in range(50):
+            fn(x)
+        best = float("inf")
+        for _ in range(rounds):
+            t0 = time.perf_counter()
+            for _ in range(calls):
+                fn(x)
+            best = min(best, (time.perf_counter() - t0) / calls * 1e6)
+        out[name] = best
+    base = out.pop("call overhead (one element)")
+    return {name: us - base for name, us in out.items()}
+
+
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--batch", type=int, default=1)
@@ -73,6 +108,11 @@ def main(argv=None):
         print(f"| {kind} | {r['median_ms']:.3f} | {r['min_ms']:.3f}-{r['max_ms']:.3f} | "
               f"{r['median_ms'] / result['identity']['median_ms']:.2f} | "
               f"{r['median_ms'] / result['se']['median_ms']:.2f} |")
+    print()
+    print("| single op on one 1x56x56x256 map | us per op |")
+    print("|---|---|")
+    for name, us in single_ops().items():
+        print(f"| {name} | {us:.0f} |")
     return result
 
 

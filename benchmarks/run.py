@@ -181,7 +181,7 @@ def repeats(model_name, base, batch=1):
     from keras_cra.applications import resnet
 
     if resnet.MODELS[model_name]["style"] == "imagenet":
-        return base if batch == 1 else max(3, base // 4)
+        return base if batch == 1 else max(3, base * 2 // 5)
     return base * 3
 
 

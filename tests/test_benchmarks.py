@@ -1,0 +1,30 @@
+"""The benchmark helpers that shape the published numbers (not timings)."""
+
+import numpy as np
+
+from benchmarks.common import gate_floor_layer, interleaved
+from benchmarks.run import build, repeats
+
+
+def test_floor_is_the_gate_multiply_alone():
+    x = np.random.default_rng(0).normal(size=(2, 9, 9, 5)).astype("float32")
+    y = np.asarray(gate_floor_layer()(x))
+    np.testing.assert_allclose(y, x / (1 + np.exp(-x[:, :1, :1, :])), rtol=1e-6)
+
+
+def test_floor_sits_where_cra_sits():
+    floor, cra, plain = (build("CRAResNet20", a) for a in ("floor", "cra", "none"))
+    assert floor.count_params() == plain.count_params()
+    assert len(floor.layers) == len(cra.layers)
+    gates = [l.name for l in floor.layers if l.name.endswith("_attention")]
+    assert len(gates) == 9 and gates[0] == "conv2_block1_attention"
+
+
+def test_repeats_and_interleaving():
+    assert repeats("CRAResNet50", 20) == 20 and repeats("CRAResNet50", 20, 32) == 8
+    assert repeats("CRAResNet20", 20, 32) == 60
+    calls = []
+    r = interleaved({"a": lambda: calls.append("a"), "b": lambda: calls.append("b")}, 3,
+                    warmup=1)
+    assert calls == ["a", "b"] + ["a", "b"] * 3
+    assert set(r) == {"a", "b"} and r["a"]["min_ms"] <= r["a"]["median_ms"] <= r["a"]["max_ms"]
