@@ -15,7 +15,7 @@ SCRIPT = textwrap.dedent(
     from tests.references import cra_nhwc
     assert keras.backend.backend() == "{backend}"
     rng = np.random.default_rng(0)
-    for h, w in [(56, 56), (8, 10), (3, 3), (1, 1)]:
+    for h, w in [(56, 56), (8, 10), (64, 15), (3, 3), (1, 1)]:
         x = rng.normal(size=(2, h, w, 6)).astype("float32")
         layer = CRA()
         layer.build(x.shape)
