@@ -22,7 +22,8 @@ def prepare_out(out):
         if os.listdir(out) and not os.path.exists(os.path.join(out, DEMO_MARKER)):
             raise UsageError(
                 f"--out {out} is not empty and does not hold a previous demo run; "
-                f"choose another --out. Nothing was deleted. Received: out={out!r}"
+                f"delete it yourself or choose another --out. Nothing was deleted. "
+                f"Received: out={out!r}"
             )
         shutil.rmtree(out)
     os.makedirs(out)
