@@ -62,8 +62,6 @@ def stack(kind, batch):
 
 def single_ops(calls=2000, rounds=5):
     """Microseconds per op on one (1, 56, 56, 256) map, call overhead removed."""
-    import time
-
     x = tf.constant(np.random.default_rng(0).normal(size=(1, 56, 56, 256)).astype("float32"))
     gate = tf.constant(np.random.default_rng(1).random(size=(1, 1, 1, 256)).astype("float32"))
     ops_ = {
@@ -73,20 +71,12 @@ def single_ops(calls=2000, rounds=5):
         "multiply by a scalar": lambda t: t * 2.0,
         "multiply by a channel gate (CRA, SE, ECA)": lambda t: t * gate,
     }
-    out = {}
-    for name, f in ops_.items():
-        fn = tf.function(f)
-        for _ in range(50):
-            fn(x)
-        best = float("inf")
-        for _ in range(rounds):
-            t0 = time.perf_counter()
-            for _ in range(calls):
-                fn(x)
-            best = min(best, (time.perf_counter() - t0) / calls * 1e6)
-        out[name] = best
-    base = out.pop("call overhead (one element)")
-    return {name: us - base for name, us in out.items()}
+    fns = {name: (lambda fn=tf.function(f): fn(x)) for name, f in ops_.items()}
+    # The best of `rounds` repetitions of `calls` calls each, per call.
+    us = {name: r["min_ms"] * 1000 for name, r in
+          interleaved(fns, rounds, warmup=50, inner=calls).items()}
+    base = us.pop("call overhead (one element)")
+    return {name: t - base for name, t in us.items()}
 
 
 def main(argv=None):
