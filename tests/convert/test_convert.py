@@ -37,6 +37,7 @@ def torch_logits(model, x):
 
 
 def test_authors_cra_resnet50(tmp_path):
+    """The authors' checkpoint in the zip format (DataParallel prefix, recorder, optimizer)."""
     model = ref.randomize(ref.AuthorsResNet())
     path = tmp_path / "best_model.pkl"
     ref.save_authors_checkpoint(model, path)
@@ -44,12 +45,10 @@ def test_authors_cra_resnet50(tmp_path):
     keras_model.get_layer("conv2_block1_cra")
     x = images()
     # classifier_activation is softmax by default; compare logits.
-    logits = keras.Model(keras_model.input, keras_model.get_layer("predictions").output)
     head = keras_model.get_layer("predictions")
     pre = keras.Model(keras_model.input, keras_model.get_layer("avg_pool").output)(x)
     keras_logits = pre.numpy() @ head.kernel.numpy() + head.bias.numpy()
     np.testing.assert_allclose(keras_logits, torch_logits(model, x), atol=1e-4, rtol=0)
-    del logits
 
 
 def test_authors_layout_resnext50(tmp_path):
@@ -95,35 +94,124 @@ def test_wrong_architecture_names_the_keys(tmp_path):
         from_torch_checkpoint(str(tmp_path / "w.pth"))
 
 
-def test_recorder_is_stubbed_and_tensors_are_numpy(tmp_path):
-    model = ref.AuthorsResNet(depths=(1, 1, 1, 1), classes=3)
-    path = tmp_path / "c.pkl"
-    ref.save_authors_checkpoint(model, path)
+@pytest.mark.parametrize("legacy", [False, True], ids=["zip", "legacy"])
+def test_authors_checkpoint_formats_load(tmp_path, legacy):
+    """Both torch.save formats, written by torch itself, as the authors' train.py writes."""
+    model = ref.randomize(ref.AuthorsResNet(depths=(1, 1, 1, 1), classes=3), seed=5)
+    path = tmp_path / "best_model.pkl"
+    ref.save_authors_checkpoint(model, path, legacy=legacy)
+    assert zipfile.is_zipfile(path) != legacy
     obj, stubbed = safe_load.load(str(path))
-    assert any("Recorder" in s for s in stubbed)
+    assert stubbed == ["metrics.RecorderMeter"]
     assert isinstance(obj["recorder"], safe_load.InertObject)
-    assert obj["epoch"] == 100
-    w = obj["state_dict"]["module.basic_conv.0.weight"]
-    np.testing.assert_array_equal(w, model.basic_conv[0].weight.detach().numpy())
-    # A strided (non-contiguous) tensor is rebuilt correctly.
+    assert obj["epoch"] == 1
+    state = obj["state_dict"]
+    assert set(state) == {"module." + k for k in model.state_dict()}
+    for k, v in model.state_dict().items():
+        np.testing.assert_array_equal(state["module." + k], v.numpy())
+    # The optimizer's momentum buffers and the scheduler's Counter come back as data.
+    buffers = [s["momentum_buffer"] for s in obj["optimizer"]["state"].values()]
+    assert len(buffers) == len(list(model.parameters())) and any(b.any() for b in buffers)
+    assert obj["scheduler"]["milestones"] == collections.Counter({30: 1, 60: 1, 90: 1})
+    # Logits of the converted full-size models: test_authors_cra_resnet50 (zip) and
+    # test_cli_installs_into_registry_and_imagenet_weights_load (legacy).
+
+
+@pytest.mark.parametrize("legacy", [False, True], ids=["zip", "legacy"])
+def test_numpy_values_and_strided_tensors(tmp_path, legacy):
+    """NumPy arrays and scalars pickled by NumPy itself (protocol 2: `_reconstruct`,
+    `dtype`, `scalar`, raw bytes through `_codecs.encode`) come back as plain arrays."""
     t = torch.arange(24, dtype=torch.float32).reshape(4, 6).t()
-    torch.save({"t": t}, tmp_path / "s.pth")
-    np.testing.assert_array_equal(safe_load.load(str(tmp_path / "s.pth"))[0]["t"], t.numpy())
+    values = {"t": t, "view": torch.arange(10, dtype=torch.int64)[3:7],
+              "a": np.arange(6, dtype=np.float32).reshape(2, 3),
+              "f": np.asfortranarray(np.arange(6, dtype=np.int16).reshape(2, 3)),
+              "b": np.array([True, False]), "big": np.arange(3, dtype=">f8"),
+              "empty": np.zeros((0, 4), np.float32), "s": np.float32(2.5), "i": np.int64(-3)}
+    path = tmp_path / "v.pth"
+    torch.save(values, path, _use_new_zipfile_serialization=not legacy)
+    obj, stubbed = safe_load.load(str(path))
+    assert stubbed == []
+    np.testing.assert_array_equal(obj["t"], t.numpy())
+    np.testing.assert_array_equal(obj["view"], np.arange(3, 7))
+    for k in ("a", "f", "b", "big", "empty"):
+        assert type(obj[k]) is np.ndarray and obj[k].dtype == values[k].dtype, k
+        assert obj[k].shape == values[k].shape, k
+        np.testing.assert_array_equal(obj[k], values[k])
+    assert obj["s"] == np.float32(2.5) and obj["s"].dtype == np.float32
+    assert obj["i"] == -3 and obj["i"].dtype == np.int64
+
+
+def _rename_in_zip(path, old, new):
+    """Rewrites data.pkl of a torch.save zip archive, replacing a module name."""
+    with zipfile.ZipFile(path) as z:
+        items = {n: z.read(n) for n in z.namelist()}
+    with zipfile.ZipFile(path, "w") as z:
+        for n, data in items.items():
+            z.writestr(n, data.replace(old, new) if n.endswith("data.pkl") else data)
+
+
+def test_numpy1_module_names(tmp_path):
+    """NumPy 1 pickles name `numpy.core.multiarray`; NumPy 2 `numpy._core.multiarray`.
+    The archive is written by torch.save under NumPy 2, then renamed as NumPy 1 names it."""
+    path = tmp_path / "np1.pth"
+    torch.save({"a": np.arange(4, dtype=np.float32), "s": np.float64(1.25)}, path)
+    with zipfile.ZipFile(path) as z:
+        pkl = z.read(next(n for n in z.namelist() if n.endswith("data.pkl")))
+    assert b"numpy._core.multiarray" in pkl  # the NumPy installed here is 2.x
+    _rename_in_zip(path, b"numpy._core.multiarray", b"numpy.core.multiarray")
+    obj, _ = safe_load.load(str(path))
+    np.testing.assert_array_equal(obj["a"], np.arange(4, dtype=np.float32))
+    assert obj["s"] == 1.25
+
+
+def test_legacy_file_truncated_or_corrupt(tmp_path):
+    path = tmp_path / "old.pth"
+    torch.save({"w": torch.ones(100)}, path, _use_new_zipfile_serialization=False)
+    data = path.read_bytes()
+    (tmp_path / "cut.pth").write_bytes(data[:-8])
+    with pytest.raises(CheckpointFormatError, match="truncated"):
+        safe_load.load(str(tmp_path / "cut.pth"))
+    (tmp_path / "head.pth").write_bytes(data[:40])
+    with pytest.raises(CheckpointFormatError, match="truncated or corrupt"):
+        safe_load.load(str(tmp_path / "head.pth"))
+
+
+def test_object_and_structured_numpy_arrays_are_refused(tmp_path):
+    for value in (np.array([1, "x"], dtype=object), np.zeros(2, dtype=[("a", "f4")])):
+        torch.save({"v": value}, tmp_path / "o.pth")
+        with pytest.raises(UnsafeCheckpointError, match="Refusing to load"):
+            safe_load.load(str(tmp_path / "o.pth"))
+
+
+def test_stub_instances_refuse_calls():
+    stub = safe_load._stub("metrics", "RecorderMeter")
+    with pytest.raises(UnsafeCheckpointError, match="metrics.RecorderMeter"):
+        stub()()
 
 
 class Malicious:
-    def __init__(self, target):
+    def __init__(self, target, func=os.system):
         self.target = target
+        self.func = func
 
     def __reduce__(self):
-        return (os.system, (f"touch {self.target}",))
+        return (self.func, (f"touch {self.target}",))
 
 
-def test_malicious_pickle_is_refused_and_nothing_runs(tmp_path):
+class CallsThirdParty:
+    """Names a third-party function (lowercase: never stubbed, refused)."""
+
+    def __reduce__(self):
+        return (np.load, ("/etc/passwd",))
+
+
+@pytest.mark.parametrize("legacy", [False, True], ids=["zip", "legacy"])
+def test_malicious_pickle_is_refused_and_nothing_runs(tmp_path, legacy):
     target = tmp_path / "pwned"
     state = ref.AuthorsResNet(depths=(1, 1, 1, 1)).state_dict()
     path = tmp_path / "evil.pkl"
-    torch.save({"state_dict": state, "recorder": Malicious(target)}, path)
+    torch.save({"state_dict": state, "recorder": Malicious(target)}, path,
+               _use_new_zipfile_serialization=not legacy)
     assert not target.exists()
     with pytest.raises(UnsafeCheckpointError, match="system"):
         from_torch_checkpoint(str(path), "CRAResNet50")
@@ -134,6 +222,30 @@ def test_malicious_pickle_is_refused_and_nothing_runs(tmp_path):
                          cwd=ROOT, env=dict(os.environ, PYTHONPATH=ROOT))
     assert out.returncode == 2 and "Refusing to load" in out.stderr
     assert not target.exists()
+
+
+@pytest.mark.parametrize("func, named", [
+    (exec, b"__builtin__\nexec\n"),
+    (eval, b"__builtin__\neval\n"),
+    (subprocess.getoutput, b"commands\ngetoutput\n"),
+])
+def test_python2_names_of_dangerous_functions_are_refused(tmp_path, func, named):
+    """Pickle protocol 2 writes Python 3 builtins under their Python 2 names."""
+    target = tmp_path / "pwned"
+    for legacy in (False, True):
+        path = tmp_path / "evil.pth"
+        torch.save({"x": Malicious(target, func)}, path, _use_new_zipfile_serialization=not legacy)
+        if legacy:
+            assert named in path.read_bytes()
+        with pytest.raises(UnsafeCheckpointError, match="Refusing to load"):
+            safe_load.load(str(path))
+    assert not target.exists()
+
+
+def test_third_party_functions_are_refused(tmp_path):
+    torch.save({"x": CallsThirdParty()}, tmp_path / "np.pth")
+    with pytest.raises(UnsafeCheckpointError, match="numpy.load"):
+        safe_load.load(str(tmp_path / "np.pth"))
 
 
 class _StorageRef:
@@ -183,14 +295,18 @@ def test_out_of_bounds_tensor_is_rejected(tmp_path):
 
 def test_not_a_checkpoint(tmp_path):
     (tmp_path / "x.pth").write_bytes(b"\x80\x02}q\x00.")
-    with pytest.raises(CheckpointFormatError, match="not a torch.save zip"):
+    with pytest.raises(CheckpointFormatError, match="no magic number"):
         safe_load.load(str(tmp_path / "x.pth"))
+    (tmp_path / "y.pth").write_text("hello")
+    with pytest.raises(CheckpointFormatError, match="not a torch.save checkpoint"):
+        safe_load.load(str(tmp_path / "y.pth"))
 
 
 def test_cli_installs_into_registry_and_imagenet_weights_load(tmp_path, monkeypatch):
+    # The authors' file as an October 2020 PyTorch wrote it: the legacy format.
     model = ref.randomize(ref.AuthorsResNet(), seed=4)
     path = tmp_path / "best_model.pkl"
-    ref.save_authors_checkpoint(model, path)
+    ref.save_authors_checkpoint(model, path, legacy=True)
     home = tmp_path / "keras_home"
     env = dict(os.environ, PYTHONPATH=ROOT, KERAS_HOME=str(home))
     out = subprocess.run([sys.executable, "-m", "keras_cra.convert", str(path), "--model",

@@ -2,6 +2,10 @@
 (`basic_conv`, `stage_N`, `convK` = Sequential(conv, bn[, relu]), `cra.conv_cra`,
 `shortcut`, `classifier`) and torchvision's (`conv1`, `bn1`, `layerN`, `downsample`, `fc`)."""
 
+import sys
+import types
+
+import numpy as np
 import torch
 from torch import nn
 
@@ -120,18 +124,58 @@ def randomize(model, seed=0):
     return model.eval()
 
 
-class Recorder:
-    """Stand-in for the authors' pickled training recorder object."""
+def _authors_metrics_module():
+    """The authors' `metrics` module as their train.py imports it (`from metrics import
+    RecorderMeter`), registered under that name so that pickle writes
+    `metrics.RecorderMeter` exactly as their checkpoints hold it."""
+    if "metrics" in sys.modules and hasattr(sys.modules["metrics"], "RecorderMeter"):
+        return sys.modules["metrics"]
+    module = types.ModuleType("metrics")
 
-    def __init__(self):
-        self.history = {"top1": [77.23]}
+    class RecorderMeter:
+        """Per-epoch losses and accuracies, as float32 NumPy arrays (train, val)."""
+
+        def __init__(self, total_epoch):
+            self.total_epoch = total_epoch
+            self.current_epoch = 0
+            self.epoch_losses = np.zeros((total_epoch, 2), dtype=np.float32) - 1
+            self.epoch_accuracy = np.zeros((total_epoch, 2), dtype=np.float32)
+
+        def update(self, idx, train_loss, train_acc, val_loss, val_acc):
+            self.epoch_losses[idx] = train_loss, val_loss
+            self.epoch_accuracy[idx] = train_acc, val_acc
+            self.current_epoch = idx + 1
+            return self.epoch_accuracy[: idx + 1, 1].max() == val_acc
+
+    RecorderMeter.__module__ = "metrics"
+    RecorderMeter.__qualname__ = "RecorderMeter"
+    module.RecorderMeter = RecorderMeter
+    sys.modules["metrics"] = module
+    return module
 
 
-def save_authors_checkpoint(model, path, data_parallel=True):
+def save_authors_checkpoint(model, path, data_parallel=True, legacy=False, epochs=100):
+    """Writes `path` as the authors' train.py does: `save_checkpoint({'epoch', 'recorder',
+    'state_dict', 'optimizer', 'scheduler'})` after an SGD step (momentum buffers in the
+    optimizer state), with a DataParallel `module.` prefix when `data_parallel`.
+    `legacy=True` writes PyTorch's pre-1.6 format (not a zip archive)."""
+    recorder = _authors_metrics_module().RecorderMeter(epochs)
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9, weight_decay=1e-4)
+    scheduler = torch.optim.lr_scheduler.MultiStepLR(optimizer, [30, 60, 90], gamma=0.1)
+    saved = {k: v.clone() for k, v in model.state_dict().items()}
+    was_training = model.training
+    model.train()
+    x = torch.randn(2, 3, 64, 64, generator=torch.Generator().manual_seed(0))
+    model(x).logsumexp(-1).mean().backward()
+    optimizer.step()
+    scheduler.step()
+    model.load_state_dict(saved)  # keep the weights the caller compares against
+    model.train(was_training)
+    optimizer.zero_grad()
+    recorder.update(0, torch.tensor(6.9).item(), 0.1, 6.8, 0.2)
     state = model.state_dict()
     if data_parallel:
         state = {"module." + k: v for k, v in state.items()}
-    optimizer = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9)
-    scheduler = torch.optim.lr_scheduler.MultiStepLR(optimizer, [30, 60, 90])
-    torch.save({"state_dict": state, "epoch": 100, "optimizer": optimizer.state_dict(),
-                "scheduler": scheduler.state_dict(), "recorder": Recorder()}, path)
+    torch.save({"epoch": 1, "recorder": recorder, "state_dict": state,
+                "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict()},
+               path, _use_new_zipfile_serialization=not legacy)
