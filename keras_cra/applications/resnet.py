@@ -52,8 +52,13 @@ STYLES = {
     "cifar": dict(default_size=32, min_size=8, filters=(16, 32, 64)),
 }
 
-# torchvision initialises convolutions with kaiming_normal_(mode="fan_out").
-CONV_INIT = keras.initializers.VarianceScaling(2.0, "fan_out", "untruncated_normal")
+def conv_initializer():
+    """torchvision's kaiming_normal_(mode="fan_out"), a new instance per layer.
+
+    An unseeded initializer instance returns the same values on every call,
+    so sharing one would start every same-shaped kernel equal.
+    """
+    return keras.initializers.VarianceScaling(2.0, "fan_out", "untruncated_normal")
 
 
 def _bn(x, name):
@@ -68,7 +73,7 @@ def _conv(x, filters, kernel_size, strides, name, groups=1):
         x = layers.ZeroPadding2D(kernel_size // 2, name=name + "_pad")(x)
     return layers.Conv2D(
         filters, kernel_size, strides=strides, groups=groups, use_bias=False,
-        kernel_initializer=CONV_INIT, name=name + "_conv",
+        kernel_initializer=conv_initializer(), name=name + "_conv",
     )(x)
 
 

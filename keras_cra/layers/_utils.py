@@ -34,3 +34,18 @@ def channels_of(input_shape, data_format):
             f"Received: input_shape={input_shape}"
         )
     return int(channels)
+
+
+def fresh_initializer(initializer):
+    """A new instance of `initializer` for one weight.
+
+    An unseeded Keras initializer instance draws its seed once, when it is
+    made, and returns the same values on every call; shared between weights
+    it makes them start equal. A copy made from the config draws a new seed
+    (from Python's `random`, so `keras.utils.set_random_seed` makes it
+    reproducible); a seeded initializer keeps its seed, as in Keras' layers.
+    Plain functions are returned as they are.
+    """
+    if isinstance(initializer, keras.initializers.Initializer):
+        return initializer.__class__.from_config(initializer.get_config())
+    return initializer

@@ -197,11 +197,12 @@ class ChannelReassessmentAttention(keras.layers.Layer):
     def build(self, input_shape):
         channels = _utils.channels_of(input_shape, self.data_format)
         s = self.pool_size
+        initializer = _utils.fresh_initializer(self.kernel_initializer)
 
         def kernel_init(shape, dtype=None):
             # Draw as (s, s, 1, C) so fan-in is s*s per channel, then lay
             # out as Keras' depthwise kernel (s, s, C, 1).
-            values = self.kernel_initializer((s, s, 1, channels), dtype=dtype)
+            values = initializer((s, s, 1, channels), dtype=dtype)
             return ops.reshape(values, shape)
 
         self.kernel = self.add_weight(
@@ -214,7 +215,7 @@ class ChannelReassessmentAttention(keras.layers.Layer):
         self.bias = self.add_weight(
             name="bias",
             shape=(channels,),
-            initializer=self.bias_initializer,
+            initializer=_utils.fresh_initializer(self.bias_initializer),
             regularizer=self.bias_regularizer,
             constraint=self.bias_constraint,
         )

@@ -84,7 +84,9 @@ class EfficientChannelAttention(keras.layers.Layer):
         k = self.kernel_size or eca_kernel_size(channels, self.gamma, self.b)
         self._k = k
         self.kernel = self.add_weight(
-            name="kernel", shape=(k, 1, 1), initializer=self.kernel_initializer
+            name="kernel",
+            shape=(k, 1, 1),
+            initializer=_utils.fresh_initializer(self.kernel_initializer),
         )
 
     def call(self, inputs):

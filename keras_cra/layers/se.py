@@ -67,18 +67,22 @@ class SqueezeExcitation(keras.layers.Layer):
         self.squeeze_kernel = self.add_weight(
             name="squeeze_kernel",
             shape=(channels, hidden),
-            initializer=self.kernel_initializer,
+            initializer=_utils.fresh_initializer(self.kernel_initializer),
         )
         self.squeeze_bias = self.add_weight(
-            name="squeeze_bias", shape=(hidden,), initializer=self.bias_initializer
+            name="squeeze_bias",
+            shape=(hidden,),
+            initializer=_utils.fresh_initializer(self.bias_initializer),
         )
         self.excite_kernel = self.add_weight(
             name="excite_kernel",
             shape=(hidden, channels),
-            initializer=self.kernel_initializer,
+            initializer=_utils.fresh_initializer(self.kernel_initializer),
         )
         self.excite_bias = self.add_weight(
-            name="excite_bias", shape=(channels,), initializer=self.bias_initializer
+            name="excite_bias",
+            shape=(channels,),
+            initializer=_utils.fresh_initializer(self.bias_initializer),
         )
 
     def call(self, inputs):

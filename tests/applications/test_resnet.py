@@ -221,3 +221,68 @@ def test_builders_have_keras_signature_and_docs():
     for builder in resnet.BUILDERS.values():
         for section in ("Args:", "Returns:", "Example:", "Reference:"):
             assert section in builder.__doc__
+
+
+# ---------------------------------------------------------------- initialisation
+
+def _random_kernels(model):
+    """Every randomly initialised weight (kernels; not biases or BatchNorm)."""
+    return {w.path: keras.ops.convert_to_numpy(w).ravel() for w in model.weights
+            if "kernel" in w.name}
+
+
+@pytest.mark.parametrize("attention", ["cra", "se", "eca"])
+def test_no_two_kernels_start_equal(attention):
+    kernels = _random_kernels(A.CRAResNet20(attention=attention, classes=10))
+    assert len(kernels) > 20
+    names = sorted(kernels)
+    for i, a in enumerate(names):
+        assert np.std(kernels[a]) > 0, a
+        for b in names[i + 1:]:
+            n = min(kernels[a].size, kernels[b].size)
+            # Equal leading values would mean one seed shared by two weights.
+            assert not np.array_equal(kernels[a][:n], kernels[b][:n]), (a, b)
+
+
+def test_two_builds_differ():
+    first = _random_kernels(A.CRAResNet20(classes=10))
+    second = _random_kernels(A.CRAResNet20(classes=10))
+    assert first.keys() == second.keys()
+    for path in first:
+        assert not np.array_equal(first[path], second[path]), path
+
+
+def test_initializer_instance_is_not_shared_between_layers():
+    init = keras.initializers.HeNormal()
+    model = A.CRAResNet20(classes=10, attention_kwargs={"kernel_initializer": init})
+    a = model.get_layer("conv2_block1_cra").kernel.numpy()
+    b = model.get_layer("conv2_block2_cra").kernel.numpy()
+    assert not np.array_equal(a, b)
+
+
+_SEEDED_BUILD = (
+    "import hashlib, keras, numpy as np\n"
+    "keras.utils.set_random_seed(7)\n"
+    "import keras_cra.applications as A\n"
+    "m = A.CRAResNet20(attention='{attention}', classes=10)\n"
+    "print(hashlib.sha256(b''.join(np.asarray(w).tobytes() for w in m.get_weights()))"
+    ".hexdigest())\n"
+)
+
+
+@pytest.mark.parametrize("attention", ["cra", "se"])
+def test_seeded_build_is_identical_across_processes(attention):
+    import subprocess
+    import sys
+
+    # The seed is set before keras_cra is imported and after: neither may matter.
+    code = _SEEDED_BUILD.format(attention=attention)
+    late = code.replace("keras.utils.set_random_seed(7)\nimport keras_cra.applications as A",
+                        "import keras_cra.applications as A\nkeras.utils.set_random_seed(7)")
+    digests = [subprocess.run([sys.executable, "-c", c], capture_output=True, text=True,
+                              check=True).stdout.strip() for c in (code, code, late)]
+    assert len(digests[0]) == 64
+    assert digests[0] == digests[1] == digests[2]
+    other = subprocess.run([sys.executable, "-c", code.replace("(7)", "(8)")],
+                           capture_output=True, text=True, check=True).stdout.strip()
+    assert other != digests[0]
