@@ -160,7 +160,7 @@ def ResNet(
             f"Received: attention_kwargs={attention_kwargs!r}"
         )
     weights_lib.validate_weights_argument(
-        weights, model_name, include_top, classes, classifier_activation
+        weights, model_name, include_top, classes, classifier_activation, attention_name
     )
     if pooling not in (None, "avg", "max"):
         raise ValueError(

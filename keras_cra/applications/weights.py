@@ -130,7 +130,10 @@ def _is_path(weights):
     )
 
 
-def validate_weights_argument(weights, model_name, include_top, classes, classifier_activation):
+def validate_weights_argument(weights, model_name, include_top, classes, classifier_activation,
+                              attention=None):
+    """Checks `weights` against the model; `attention` is the canonical attention name
+    (or `"attention"` for a layer template)."""
     if weights is None:
         return
     if is_pretrained_name(weights):
@@ -140,6 +143,15 @@ def validate_weights_argument(weights, model_name, include_top, classes, classif
                 f"No `{weights}` weights are registered for {model_name}. "
                 f"Registered for {model_name}: {available}. "
                 f"Received: weights={weights!r}"
+            )
+        entry = WEIGHTS[(model_name, weights)]
+        # Weights of a plain backbone go into any attention model (its gates keep their
+        # initialisation); trained attention weights only into the same attention.
+        if entry.attention is not None and attention != entry.attention:
+            raise ValueError(
+                f"`weights='{weights}'` of {model_name} hold trained {entry.attention!r} "
+                f"attention; build the model with attention={entry.attention!r}. "
+                f"Received: attention={attention!r}"
             )
         if include_top and classes != 1000:
             raise ValueError(

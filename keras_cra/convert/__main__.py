@@ -1,6 +1,7 @@
 """`python -m keras_cra.convert CHECKPOINT --model CRAResNet50 --out FILE.weights.h5`."""
 
 import argparse
+import shutil
 import sys
 
 
@@ -21,51 +22,69 @@ def main(argv=None):
     p.add_argument("--near-identity-gates", action="store_true",
                    help="torchvision weights in a CRA model: start CRA gates near 1")
     p.add_argument("--attention", default="auto", choices=["auto", "cra", "none"])
+    p.add_argument("--overwrite", action="store_true", help="replace an existing --out file")
     a = p.parse_args(argv)
     if not a.out and not a.install:
         p.error("give --out and/or --install")
     if a.out and not a.out.endswith(".weights.h5"):
         p.error(f"--out must end with .weights.h5. Received: {a.out}")
 
+    from keras_cra.cli import run
+
+    return run(lambda: convert(a))
+
+
+def convert(a):
     import os
     import tempfile
 
+    from keras_cra.applications import resnet
     from keras_cra.applications import weights as weights_lib
-    from keras_cra.convert import (
-        CheckpointFormatError,
-        ConversionError,
-        UnsafeCheckpointError,
-        from_torch_checkpoint,
-    )
+    from keras_cra.cli import UsageError, check_output_file
+    from keras_cra.convert import ConversionError, from_torch_checkpoint
 
+    if a.model not in resnet.MODELS:
+        raise UsageError(f"Unknown model. Valid names: {sorted(resnet.MODELS)}. "
+                         f"Received: --model {a.model}")
+    if a.install and (a.model, a.install) not in weights_lib.WEIGHTS:
+        raise UsageError(
+            f"No registered weights named {a.install!r} for {a.model}. Registered: "
+            f"{sorted(n for m, n in weights_lib.WEIGHTS if m == a.model)}"
+        )
+    if a.out:
+        out = check_output_file(a.out, "--out", overwrite=a.overwrite)
+    if not os.path.isfile(a.checkpoint):
+        raise UsageError(f"checkpoint does not exist or is not a file. Received: {a.checkpoint}")
     attention = {"auto": "auto", "cra": "cra", "none": None}[a.attention]
-    try:
-        if a.install and (a.model, a.install) not in weights_lib.WEIGHTS:
-            raise ConversionError(
-                f"No registered weights named {a.install!r} for {a.model}. Registered: "
-                f"{sorted(n for m, n in weights_lib.WEIGHTS if m == a.model)}"
-            )
-        model = from_torch_checkpoint(a.checkpoint, a.model, a.format, attention,
-                                      near_identity_gates=a.near_identity_gates)
-        out = a.out or os.path.join(tempfile.mkdtemp(), "converted.weights.h5")
-        model.save_weights(out)
-        print(f"wrote {out} ({model.count_params():,} parameters)")
-        if a.install:
-            from keras_cra.layers import ChannelReassessmentAttention
+    model = from_torch_checkpoint(a.checkpoint, a.model, a.format, attention,
+                                  near_identity_gates=a.near_identity_gates)
+    if a.install:
+        from keras_cra.layers import ChannelReassessmentAttention
 
-            entry = weights_lib.WEIGHTS[(a.model, a.install)]
-            has_cra = any(isinstance(l, ChannelReassessmentAttention) for l in model.layers)
-            if has_cra != (entry.attention == "cra"):
-                raise ConversionError(
-                    f"Registered weights {a.install!r} are for a model with attention="
-                    f"{entry.attention!r}, but the converted model "
-                    f"{'has' if has_cra else 'has no'} CRA layers (see --attention)."
-                )
-            print(f"installed as weights={a.install!r}: {weights_lib.install(out, a.model, a.install)}")
-    except (UnsafeCheckpointError, CheckpointFormatError, ConversionError, FileNotFoundError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
-    return 0
+        entry = weights_lib.WEIGHTS[(a.model, a.install)]
+        has_cra = any(isinstance(l, ChannelReassessmentAttention) for l in model.layers)
+        if has_cra != (entry.attention == "cra"):
+            raise ConversionError(
+                f"Registered weights {a.install!r} are for a model with attention="
+                f"{entry.attention!r}, but the converted model "
+                f"{'has' if has_cra else 'has no'} CRA layers (see --attention)."
+            )
+    tmp_dir = tempfile.mkdtemp()
+    try:
+        tmp = os.path.join(tmp_dir, "converted.weights.h5")
+        model.save_weights(tmp)
+        if a.out:
+            # Written beside the target, then renamed: a kill never leaves half a file.
+            partial = os.path.join(os.path.dirname(out), f".{os.path.basename(out)}.partial")
+            os.makedirs(os.path.dirname(out), exist_ok=True)
+            shutil.copyfile(tmp, partial)
+            os.replace(partial, out)
+            print(f"wrote {out} ({model.count_params():,} parameters)")
+        if a.install:
+            print(f"installed as weights={a.install!r}: "
+                  f"{weights_lib.install(tmp, a.model, a.install)}")
+    finally:
+        shutil.rmtree(tmp_dir, ignore_errors=True)
 
 
 if __name__ == "__main__":

@@ -78,6 +78,7 @@ def load(name, split, data_dir=None, manual_dir=None):
                 f"{root} is not an image folder laid out as <split>/<class>/<image>: {e}"
             ) from e
         num = _split_examples(builder.info.splits, split)
+        check_image_folder(root, split.split("[")[0])
         ds = builder.as_dataset(split=split, as_supervised=True, shuffle_files=False)
         label = builder.info.features["label"]
         return ds, DatasetInfo(name, label.num_classes, list(label.names), num, None)
@@ -120,6 +121,61 @@ def load(name, split, data_dir=None, manual_dir=None):
     shape = features["image"].shape
     shape = tuple(shape) if None not in shape else None
     return ds, DatasetInfo(name, label.num_classes, list(label.names), num, shape)
+
+
+IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png")  # what tfds' ImageFolder reads
+
+
+def _undecodable(path):
+    """`None` if `path` decodes as an image, else the reason."""
+    if os.path.getsize(path) == 0:
+        return "empty file"
+    try:
+        tf.io.decode_image(tf.io.read_file(path), expand_animations=False)
+    except tf.errors.OpError as e:
+        return e.message.split("[Op:")[0].strip() or type(e).__name__
+    return None
+
+
+def check_image_folder(root, split, max_listed=10):
+    """Refuses empty class folders (in any split) and images of `split` that do not decode.
+
+    Every image of the split is decoded once before training, so a bad file is
+    named here instead of failing a batch mid-epoch.
+    """
+    empty = []
+    for split_name in sorted(os.listdir(root)):
+        split_dir = os.path.join(root, split_name)
+        if not os.path.isdir(split_dir):
+            continue
+        for label in sorted(os.listdir(split_dir)):
+            folder = os.path.join(split_dir, label)
+            if os.path.isdir(folder) and not any(
+                    f.lower().endswith(IMAGE_EXTENSIONS) for f in os.listdir(folder)):
+                empty.append(os.path.join(split_name, label))
+    if empty:
+        raise DataError(
+            f"Class folders without images ({', '.join(IMAGE_EXTENSIONS)}) in {root}: "
+            f"{', '.join(empty)}. Remove them or add images."
+        )
+    split_dir = os.path.join(root, split)
+    paths = sorted(
+        os.path.join(d, f) for label in os.listdir(split_dir)
+        for d in [os.path.join(split_dir, label)] if os.path.isdir(d)
+        for f in os.listdir(d) if f.lower().endswith(IMAGE_EXTENSIONS)
+    )
+    from concurrent.futures import ThreadPoolExecutor
+
+    with ThreadPoolExecutor(max_workers=os.cpu_count() or 2) as pool:
+        reasons = list(pool.map(_undecodable, paths))
+    bad = [(p, r) for p, r in zip(paths, reasons) if r]
+    if bad:
+        listed = "; ".join(f"{os.path.relpath(p, root)} ({r})" for p, r in bad[:max_listed])
+        more = f" (+{len(bad) - max_listed} more)" if len(bad) > max_listed else ""
+        raise DataError(
+            f"{len(bad)} of {len(paths)} images in {split_dir} cannot be decoded: "
+            f"{listed}{more}. Remove or replace them."
+        )
 
 
 def normalize(images, mode="torch"):

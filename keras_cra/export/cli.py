@@ -3,12 +3,14 @@
 import argparse
 import os
 
-from keras_cra.export.exporter import TFLITE_VARIANTS, ExportError, export_model
+from keras_cra.export.exporter import TFLITE_VARIANTS, export_model
 
 
 def _int8_drop_bound(text):
     """`--max-int8-drop` value: points, or `None` (report only) when negative."""
     value = float(text)
+    if value != value:
+        raise argparse.ArgumentTypeError(f"must be a number. Received: {text}")
     return None if value < 0 else value
 
 
@@ -43,19 +45,14 @@ def build_parser():
 
 
 def main(argv=None):
-    import sys
+    from keras_cra.cli import run
 
     a = build_parser().parse_args(argv)
     out = a.out or os.path.join("saved_models", os.path.splitext(os.path.basename(a.model))[0])
-    try:
-        export_model(
-            a.model, out, dataset=None if a.dataset == "none" else a.dataset, split=a.split,
-            data_dir=a.data_dir, verify_examples=a.verify_examples,
-            calibration_batches=a.calibration_batches, integer_io=a.int8_io,
-            variants=a.variants, overwrite=a.overwrite, source_name=a.model,
-            max_int8_drop=a.max_int8_drop,
-        )
-    except ExportError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
-    return 0
+    return run(lambda: export_model(
+        a.model, out, dataset=None if a.dataset == "none" else a.dataset, split=a.split,
+        data_dir=a.data_dir, verify_examples=a.verify_examples,
+        calibration_batches=a.calibration_batches, integer_io=a.int8_io,
+        variants=a.variants, overwrite=a.overwrite, source_name=a.model,
+        max_int8_drop=a.max_int8_drop,
+    ))

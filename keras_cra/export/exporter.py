@@ -34,15 +34,60 @@ class ExportError(ValueError):
 def load_model(model_or_path):
     import keras
 
+    from keras_cra.cli import UsageError, load_keras_model
+
     if isinstance(model_or_path, keras.Model):
         return model_or_path
-    path = os.fspath(model_or_path)
-    if not (os.path.isfile(path) and path.endswith(".keras")):
-        raise ExportError(f"Not a model: expected a .keras file. Received: {path}")
     try:
-        return keras.saving.load_model(path, compile=False)
-    except Exception as e:
-        raise ExportError(f"Not a model: could not load {path}: {e}") from e
+        return load_keras_model(model_or_path, "model")
+    except UsageError as e:
+        raise ExportError(str(e)) from e
+
+
+# What an export writes; a folder holding anything else is never replaced.
+EXPORT_FILES = {"saved_model", "labels.txt", "metadata.json", "verification.json"} | {
+    f"model_{variant}.tflite" for variant in TFLITE_VARIANTS}
+
+
+def is_export_folder(path):
+    """Whether `path` holds an earlier export and nothing else.
+
+    An export is recognised by its `metadata.json` (written by every export,
+    with the preprocessing and the artifacts' sha256) and by holding only
+    the files an export writes.
+    """
+    try:
+        names = set(os.listdir(path))
+        with open(os.path.join(path, "metadata.json")) as f:
+            metadata = json.load(f)
+    except (OSError, ValueError):
+        return False
+    return (isinstance(metadata, dict) and {"preprocessing", "sha256"} <= set(metadata)
+            and names <= EXPORT_FILES)
+
+
+def check_out_dir(out_dir, overwrite):
+    """Refuses an export folder that would lose files that an export did not make."""
+    out_dir = os.path.abspath(os.fspath(out_dir))
+    if os.path.exists(out_dir) and not os.path.isdir(out_dir):
+        raise ExportError(f"--out must be a folder, but it is a file. Received: out={out_dir}")
+    if os.path.isdir(out_dir) and os.listdir(out_dir):
+        if not is_export_folder(out_dir):
+            raise ExportError(
+                f"{out_dir} holds files that are not an earlier export; choose another --out "
+                f"or empty it yourself. Nothing was deleted. Received: out={out_dir}"
+            )
+        if not overwrite:
+            raise ExportError(
+                f"{out_dir} holds an earlier export; pass overwrite=True (--overwrite) to "
+                f"replace it. Received: out={out_dir}"
+            )
+    parent = out_dir
+    while not os.path.exists(parent):
+        parent = os.path.dirname(parent)
+    if not os.path.isdir(parent):
+        raise ExportError(f"--out cannot be made: {parent} is a file. Received: out={out_dir}")
+    return out_dir
 
 
 def outputs_probabilities(model):
@@ -242,9 +287,12 @@ def export_model(
     for v in variants:
         if v not in TFLITE_VARIANTS:
             raise ExportError(f"Unknown TFLite variant. Valid: {TFLITE_VARIANTS}. Received: {v!r}")
-    out_dir = os.path.abspath(os.fspath(out_dir))
-    if os.path.exists(out_dir) and os.listdir(out_dir) and not overwrite:
-        raise ExportError(f"{out_dir} already holds an export; pass overwrite=True (--overwrite).")
+    for name, value in (("verify_examples", verify_examples),
+                        ("calibration_batches", calibration_batches)):
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise ExportError(f"--{name.replace('_', '-')} must be an integer >= 1. "
+                              f"Received: {name}={value!r}")
+    out_dir = check_out_dir(out_dir, overwrite)
     parent = os.path.dirname(out_dir)
     try:
         os.makedirs(parent, exist_ok=True)

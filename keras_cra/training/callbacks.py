@@ -1,24 +1,91 @@
 """Callbacks of the training scripts."""
 
 import json
+import math
 import os
 
 import keras
+
+
+def _diverged(logs):
+    loss = (logs or {}).get("loss")
+    return loss is not None and not math.isfinite(float(loss))
+
+
+class StopOnNaN(keras.callbacks.Callback):
+    """Stops training at the first step whose loss is NaN or infinite.
+
+    `diverged_at` is then `(epoch, step)`; the other callbacks of this module
+    write nothing for that epoch, so the last good checkpoint stays.
+    """
+
+    def __init__(self):
+        super().__init__()
+        self.diverged_at = None
+        self._epoch = 0
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self._epoch = epoch
+
+    def on_train_batch_end(self, batch, logs=None):
+        if self.diverged_at is None and _diverged(logs):
+            self.diverged_at = (self._epoch, batch)
+            self.model.stop_training = True
+
+
+class AtomicCheckpoint(keras.callbacks.Callback):
+    """Saves the model to `path` at the end of each epoch, atomically.
+
+    The model is written to a temporary file beside `path`, then renamed over
+    it, so a kill during the write leaves the previous checkpoint intact.
+    With `monitor`, only epochs that improve it (`mode="max"`) are saved,
+    starting from `best` (the best value of a resumed run).
+    """
+
+    def __init__(self, path, monitor=None, best=None):
+        super().__init__()
+        self.path = path
+        self.monitor = monitor
+        self.best = -math.inf if best is None else best
+
+    def on_epoch_end(self, epoch, logs=None):
+        logs = logs or {}
+        if _diverged(logs):
+            return
+        if self.monitor:
+            value = logs.get(self.monitor)
+            if value is None or not float(value) > self.best:
+                return
+            self.best = float(value)
+        folder, name = os.path.split(self.path)
+        tmp = os.path.join(folder, f".{name[:-len('.keras')]}.partial.keras")
+        self.model.save(tmp)
+        os.replace(tmp, self.path)
 
 
 class RunState(keras.callbacks.Callback):
     """Records finished epochs in `state.json` after the checkpoints are written.
 
     `--resume` continues from `epochs_done` with the optimizer state and the
-    step-based LR schedule restored from `last.keras`.
+    step-based LR schedule restored from `last.keras`. `best` is the best
+    value of `monitor` so far, so a resumed run keeps the right `best.keras`.
     """
 
-    def __init__(self, out):
+    def __init__(self, out, monitor="val_accuracy", best=None):
         super().__init__()
         self.out = out
+        self.monitor = monitor
+        self.best = best
 
     def on_epoch_end(self, epoch, logs=None):
+        logs = logs or {}
+        if _diverged(logs):
+            return
+        value = logs.get(self.monitor)
+        if value is not None and (self.best is None or float(value) > self.best):
+            self.best = float(value)
         path = os.path.join(self.out, "state.json")
         with open(path + ".tmp", "w") as f:
-            json.dump({"epochs_done": epoch + 1, "logs": {k: float(v) for k, v in (logs or {}).items()}}, f)
+            json.dump({"epochs_done": epoch + 1, "best": {self.monitor: self.best},
+                       "logs": {k: float(v) for k, v in logs.items()}}, f)
         os.replace(path + ".tmp", path)

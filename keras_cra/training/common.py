@@ -1,8 +1,10 @@
 """Shared pieces of the training CLIs: errors, strategies, determinism, tables."""
 
+import contextlib
 import json
 import os
-import sys
+
+from keras_cra.cli import UsageError, check_output_dir, run  # noqa: F401 (re-exported)
 
 
 # Written into every `make demo` run folder, so a rerun of the demo replaces
@@ -10,24 +12,34 @@ import sys
 DEMO_MARKER = ".keras_cra_demo"
 
 
-class UsageError(ValueError):
-    """A user error: printed as one line, exit code 2, no traceback."""
+# Held by a training for as long as it runs; a second one on the same folder is refused.
+LOCK_FILE = ".lock"
+
+
+@contextlib.contextmanager
+def run_folder_lock(out):
+    """Makes the run folder `out` and holds its lock file while the block runs."""
+    import filelock
+
+    check_output_dir(out)
+    os.makedirs(out, exist_ok=True)
+    lock = filelock.FileLock(os.path.join(out, LOCK_FILE), timeout=0)
+    try:
+        lock.acquire()
+    except filelock.Timeout as e:
+        raise UsageError(
+            f"Another training is running in {out} (it holds {os.path.join(out, LOCK_FILE)}); "
+            "wait for it or choose another --out."
+        ) from e
+    try:
+        yield
+    finally:
+        lock.release()
 
 
 def run_cli(fn):
-    """Runs `fn()`; user errors become one line on stderr and exit code 2."""
-    from keras_cra.data import DataError
-    from keras_cra.export.exporter import ExportError
-
-    try:
-        fn()
-    except (UsageError, DataError, ExportError, FileNotFoundError) as e:
-        print(f"error: {str(e).strip()}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        print("interrupted; resume with --resume", file=sys.stderr)
-        return 130
-    return 0
+    """Runs a resumable training command (see `keras_cra.cli.run`)."""
+    return run(fn, resumable=True)
 
 
 def configure_cpu_devices(n):

@@ -11,7 +11,8 @@ import shutil
 import time
 
 from keras_cra.export.cli import add_max_int8_drop_argument
-from keras_cra.training.common import DEMO_MARKER, UsageError, print_table, run_cli
+from keras_cra.cli import run
+from keras_cra.training.common import DEMO_MARKER, UsageError, print_table
 
 
 def prepare_out(out):
@@ -78,7 +79,7 @@ def main(argv=None):
     p.add_argument("--no-export", action="store_true")
     add_max_int8_drop_argument(p)
     a = p.parse_args(argv)
-    return run_cli(lambda: demo(a.out, a.export_dir, a.train_examples, a.eval_examples, a.epochs,
+    return run(lambda: demo(a.out, a.export_dir, a.train_examples, a.eval_examples, a.epochs,
                                 a.batch_size, a.data_dir, a.attention, a.verify_examples,
                                 export=not a.no_export,
                                 max_int8_drop=a.max_int8_drop))

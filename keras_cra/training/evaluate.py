@@ -6,16 +6,20 @@ import os
 
 import numpy as np
 
-from keras_cra.training.common import UsageError, print_table, run_cli
+from keras_cra.cli import UsageError, check_output_dir, load_keras_model, run
+from keras_cra.training.common import print_table
 
 
 def load_predictor(path):
     """`(predict_fn(float batch) -> probabilities, input_shape)` for a model path."""
-    import keras
     import tensorflow as tf
 
     if os.path.isdir(path) and os.path.exists(os.path.join(path, "saved_model.pb")):
-        loaded = tf.saved_model.load(path)
+        try:
+            loaded = tf.saved_model.load(path)
+        except Exception as e:
+            raise UsageError(f"model is not a readable SavedModel ({type(e).__name__}). "
+                             f"Received: model={path}") from e
         if "serving_preprocessed" not in loaded.signatures:
             raise UsageError(
                 f"{path} is a SavedModel without a 'serving_preprocessed' signature "
@@ -26,15 +30,13 @@ def load_predictor(path):
         shape = tuple(next(iter(spec.values())).shape[1:])
         name = next(iter(spec))
         return (lambda x: next(iter(fn(**{name: tf.constant(x)}).values())).numpy()), shape
-    if path.endswith(".keras") and os.path.isfile(path):
-        try:
-            model = keras.saving.load_model(path, compile=False)
-        except Exception as e:
-            raise UsageError(f"Could not load the model {path}: {e}") from e
-        return (lambda x: model.predict_on_batch(x)), tuple(model.input_shape[1:])
-    raise UsageError(
-        f"Not a model: expected a .keras file or a SavedModel folder. Received: {path}"
-    )
+    if os.path.isdir(path):
+        raise UsageError(
+            f"model must be a .keras file or an exported SavedModel folder (with "
+            f"saved_model.pb). Received: model={path}"
+        )
+    model = load_keras_model(path, "model")
+    return (lambda x: model.predict_on_batch(x)), tuple(model.input_shape[1:])
 
 
 def to_probabilities(outputs):
@@ -51,6 +53,10 @@ def evaluate(model_path, dataset="fashion_mnist", split="test", data_dir=None,
     """Top-1, top-5, loss and confusion matrix of a model on a split."""
     from keras_cra import data
 
+    if out:
+        check_output_dir(out)
+    if not isinstance(batch_size, int) or batch_size < 1:
+        raise UsageError(f"--batch-size must be an integer >= 1. Received: --batch-size {batch_size}")
     predict, shape = load_predictor(model_path)
     ds, info = data.load(dataset, split, data_dir, manual_dir)
     if style is None:
@@ -88,13 +94,11 @@ def evaluate(model_path, dataset="fashion_mnist", split="test", data_dir=None,
 
 
 def save_confusion_png(confusion, class_names, path):
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    from matplotlib.figure import Figure  # no pyplot: no global backend or figure state
 
     n = len(confusion)
-    fig, ax = plt.subplots(figsize=(max(5, n * 0.6), max(4, n * 0.5)))
+    fig = Figure(figsize=(max(5, n * 0.6), max(4, n * 0.5)))
+    ax = fig.subplots()
     ax.imshow(confusion, cmap="Blues")
     ax.set_xticks(range(n), class_names, rotation=45, ha="right", fontsize=8)
     ax.set_yticks(range(n), class_names, fontsize=8)
@@ -106,7 +110,6 @@ def save_confusion_png(confusion, class_names, path):
                     color="white" if confusion[i, j] > confusion.max() / 2 else "black")
     fig.tight_layout()
     fig.savefig(path, dpi=100)
-    plt.close(fig)
 
 
 def build_parser():
@@ -123,5 +126,5 @@ def build_parser():
 
 def main(argv=None):
     a = build_parser().parse_args(argv)
-    return run_cli(lambda: evaluate(a.model, a.dataset, a.split, a.data_dir, a.manual_dir,
+    return run(lambda: evaluate(a.model, a.dataset, a.split, a.data_dir, a.manual_dir,
                                     a.batch_size, a.out))

@@ -10,7 +10,13 @@ import json
 import os
 
 from keras_cra.training import train as train_lib
-from keras_cra.training.common import UsageError, configure_determinism, print_table, run_cli
+from keras_cra.cli import check_output_dir, run
+from keras_cra.training.common import (
+    UsageError,
+    configure_determinism,
+    print_table,
+    run_folder_lock,
+)
 
 
 @dataclasses.dataclass
@@ -36,17 +42,25 @@ def build_backbone(config):
 
 
 def finetune(config):
+    """Two-stage fine-tuning into a new run folder; returns the final metrics."""
+    config = config.resolved()
+    train_lib.validate(config)
+    if not isinstance(config.stage1_epochs, int) or not 1 <= config.stage1_epochs < config.epochs:
+        raise UsageError(
+            f"--stage1-epochs must be in [1, --epochs). Received: {config.stage1_epochs}"
+        )
+    train_lib._finite("stage2_lr_factor", config.stage2_lr_factor, low=0, low_open=True)
+    check_output_dir(config.out)
+    with run_folder_lock(config.out):
+        train_lib._prepare_out(dataclasses.replace(config, resume=False))
+        return _finetune(config)
+
+
+def _finetune(config):
     import keras
 
     from keras_cra import data
 
-    config = config.resolved()
-    train_lib.validate(config)
-    if not 1 <= config.stage1_epochs < config.epochs:
-        raise UsageError(
-            f"--stage1-epochs must be in [1, --epochs). Received: {config.stage1_epochs}"
-        )
-    train_lib._prepare_out(dataclasses.replace(config, resume=False))
     configure_determinism(config.seed)
     train_ds, eval_ds, info, eval_info, _ = train_lib.datasets(config)
     steps = data.steps_per_epoch(info.num_examples, config.batch_size)
@@ -78,6 +92,8 @@ def finetune(config):
         json.dump(metrics, f, indent=2)
     with open(os.path.join(config.out, "config.json"), "w") as f:
         json.dump(dataclasses.asdict(config), f, indent=2)
+    with open(os.path.join(config.out, "state.json"), "w") as f:
+        json.dump({"epochs_done": config.epochs, "finetune": True}, f)
     print_table(f"Fine-tuning result ({config.out})", metrics)
     return metrics
 
@@ -95,4 +111,4 @@ def build_parser():
 def main(argv=None):
     args = build_parser().parse_args(argv)
     values = {f.name: getattr(args, f.name) for f in dataclasses.fields(FinetuneConfig)}
-    return run_cli(lambda: finetune(FinetuneConfig(**values)))
+    return run(lambda: finetune(FinetuneConfig(**values)))

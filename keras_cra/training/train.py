@@ -3,18 +3,22 @@
 import argparse
 import dataclasses
 import json
+import math
 import os
 import shutil
 import time
 
+from keras_cra.cli import check_output_dir, load_keras_model, read_json
 from keras_cra.training.common import (
     DEMO_MARKER,
+    LOCK_FILE,
     UsageError,
     configure_determinism,
     get_strategy,
     is_chief,
     prepare_for_multiworker,
     print_table,
+    run_folder_lock,
 )
 
 RECIPES = {
@@ -115,47 +119,130 @@ def config_from_args(args):
     return TrainConfig(**values)
 
 
+def _finite(name, value, low=None, high=None, low_open=False, high_open=True):
+    """Checks a float flag: finite and in range; the error names the flag."""
+    flag = "--" + name.replace("_", "-")
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+        raise UsageError(f"{flag} must be a finite number. Received: {flag} {value}")
+    if low is not None and (value < low or (low_open and value == low)):
+        raise UsageError(f"{flag} must be {'>' if low_open else '>='} {low}. "
+                         f"Received: {flag} {value}")
+    if high is not None and (value > high or (high_open and value == high)):
+        raise UsageError(f"{flag} must be {'<' if high_open else '<='} {high}. "
+                         f"Received: {flag} {value}")
+
+
 def validate(config):
+    """Checks every setting of a resolved config; errors name the flag."""
     c = config
     for key in ("epochs", "batch_size", "image_size"):
-        if getattr(c, key) is not None and getattr(c, key) < 1:
-            raise UsageError(f"--{key.replace('_', '-')} must be >= 1. Received: {getattr(c, key)}")
-    if c.lr is not None and c.lr <= 0:
-        raise UsageError(f"--lr must be > 0. Received: {c.lr}")
-    if not 0 <= c.label_smoothing < 1:
-        raise UsageError(f"--label-smoothing must be in [0, 1). Received: {c.label_smoothing}")
-    if c.warmup_epochs < 0:
-        raise UsageError(f"--warmup-epochs must be >= 0. Received: {c.warmup_epochs}")
+        value = getattr(c, key)
+        if value is not None and (not isinstance(value, int) or value < 1):
+            raise UsageError(f"--{key.replace('_', '-')} must be an integer >= 1. "
+                             f"Received: --{key.replace('_', '-')} {value}")
+    if not isinstance(c.seed, int) or c.seed < 0:
+        raise UsageError(f"--seed must be an integer >= 0. Received: --seed {c.seed}")
+    if c.lr is not None:
+        _finite("lr", c.lr, low=0, low_open=True)
+    if c.momentum is not None:
+        _finite("momentum", c.momentum, low=0, high=1)
+    if c.weight_decay is not None:
+        _finite("weight_decay", c.weight_decay, low=0)
+    _finite("label_smoothing", c.label_smoothing, low=0, high=1)
+    _finite("warmup_epochs", c.warmup_epochs, low=0)
     if c.epochs is not None and c.warmup_epochs >= c.epochs and c.warmup_epochs > 0:
         raise UsageError(
             f"--warmup-epochs ({c.warmup_epochs}) must be shorter than --epochs ({c.epochs})."
         )
+    if c.milestones is not None:
+        if any(not isinstance(m, int) or m < 1 for m in c.milestones) or list(
+                c.milestones) != sorted(set(c.milestones)):
+            raise UsageError("--milestones must be increasing epochs >= 1. "
+                             f"Received: --milestones {' '.join(map(str, c.milestones))}")
+    choices = {"schedule": ("step", "cosine"), "mix": (None, "mixup", "cutmix"),
+               "mixed_precision": ("none", "mixed_float16", "mixed_bfloat16"),
+               "strategy": ("auto", "mirrored", "multiworker"), "verbose": (0, 1, 2)}
+    for key, allowed in choices.items():
+        if getattr(c, key) not in allowed:
+            raise UsageError(f"--{key.replace('_', '-')} must be one of {list(allowed)}. "
+                             f"Received: --{key.replace('_', '-')} {getattr(c, key)}")
+    if c.attention is not None:
+        from keras_cra.layers.registry import ATTENTIONS
+
+        if c.attention not in ATTENTIONS:
+            raise UsageError(f"--attention must be one of {sorted(ATTENTIONS) + ['none']}. "
+                             f"Received: --attention {c.attention}")
+
+
+# Files a run folder holds; a folder holding anything else is never replaced.
+RUN_FILES = {"config.json", "state.json", "last.keras", "best.keras", "history.csv",
+             "metrics.json", "logs", LOCK_FILE, DEMO_MARKER}
+# Settings that `--resume` may change; every other difference is an error.
+RESUME_MAY_CHANGE = ("out", "resume", "verbose", "data_dir", "manual_dir", "strategy",
+                     "jit_compile")
+
+
+def _run_contents(out):
+    return set(os.listdir(out)) - {LOCK_FILE, DEMO_MARKER} if os.path.isdir(out) else set()
+
+
+def _is_unfinished(out):
+    """A run folder whose first epoch never finished (e.g. a bad flag or image stopped it)."""
+    contents = _run_contents(out)
+    return ("config.json" in contents and "state.json" not in contents
+            and contents <= RUN_FILES)
+
+
+def resume_differences(config, saved):
+    """The settings of `config` that differ from a run's saved `config.json`.
+
+    `None` means unset (keep the run's value).
+    """
+    return [f"--{k.replace('_', '-')} {getattr(config, k)!r} (the run has {saved.get(k)!r})"
+            for k in (f.name for f in dataclasses.fields(config))
+            if k not in RESUME_MAY_CHANGE and k in saved and getattr(config, k) is not None
+            and _json_value(getattr(config, k)) != saved[k]]
+
+
+def _json_value(value):
+    return json.loads(json.dumps(value))
 
 
 def _prepare_out(config):
+    """Checks the run folder (under the caller's lock); returns the first epoch to run."""
     out = config.out
-    # A demo run folder starts with only the demo's marker file in it.
-    existing = os.path.isdir(out) and set(os.listdir(out)) - {DEMO_MARKER}
     if config.resume:
+        config_path = os.path.join(out, "config.json")
+        if not os.path.exists(config_path):
+            raise UsageError(f"Cannot resume: {out} holds no run (no config.json).")
+        if _is_unfinished(out):
+            raise UsageError(
+                f"Cannot resume: no epoch of the run in {out} finished. Start it again "
+                "without --resume (the unfinished run is replaced)."
+            )
+        saved = read_json(config_path, "The run's config.json")
+        state = read_json(os.path.join(out, "state.json"), "The run's state.json")
         if not os.path.exists(os.path.join(out, "last.keras")):
             raise UsageError(f"Cannot resume: no checkpoint {os.path.join(out, 'last.keras')}.")
-        with open(os.path.join(out, "config.json")) as f:
-            saved = json.load(f)
-        for key in ("model", "attention", "dataset", "train_split", "image_size",
-                    "batch_size", "seed", "epochs", "schedule", "lr"):
-            if getattr(config, key) is not None and saved.get(key) != getattr(config, key):
-                raise UsageError(
-                    f"Cannot resume: the run in {out} has {key}={saved.get(key)!r} but "
-                    f"this command has {key}={getattr(config, key)!r}."
-                )
-        with open(os.path.join(out, "state.json")) as f:
-            return json.load(f)["epochs_done"]
-    if existing:
+        differences = resume_differences(config, saved)
+        if differences:
+            raise UsageError(
+                f"Cannot resume the run in {out} with other settings: "
+                + "; ".join(differences)
+                + ". Leave them out to keep the run's settings."
+            )
+        if not isinstance(state.get("epochs_done"), int):
+            raise UsageError(f"The run's state.json has no epochs_done: {out}.")
+        return state["epochs_done"]
+    if _is_unfinished(out):
+        for name in _run_contents(out):
+            path = os.path.join(out, name)
+            shutil.rmtree(path) if os.path.isdir(path) else os.remove(path)
+    elif _run_contents(out):
         raise UsageError(
-            f"{out} already holds a run; choose another --out, or pass --resume "
-            "to continue it. Nothing was overwritten."
+            f"{out} already holds a run (or other files); choose another --out, or pass "
+            "--resume to continue it. Nothing was overwritten."
         )
-    os.makedirs(out, exist_ok=True)
     return 0
 
 
@@ -164,15 +251,17 @@ def build_model(config, num_classes, channels):
 
     from keras_cra.applications import resnet
 
-    model = resnet.get_model(
-        config.model,
-        weights=None,
-        classes=num_classes,
-        input_shape=(config.image_size, config.image_size, channels),
-        attention=config.attention,
-        classifier_activation=None,
-    )
-    return model
+    try:
+        return resnet.get_model(
+            config.model,
+            weights=None,
+            classes=num_classes,
+            input_shape=(config.image_size, config.image_size, channels),
+            attention=config.attention,
+            classifier_activation=None,
+        )
+    except ValueError as e:
+        raise UsageError(f"Cannot build {config.model}: {e}") from e
 
 
 def compile_model(model, config, steps):
@@ -234,49 +323,72 @@ def datasets(config, initial_epoch=0):
 
 
 def train(config, extra_callbacks=()):
-    """Runs (or resumes) a training run; returns the final metrics dict."""
-    import keras
+    """Runs (or resumes) a training run; returns the final metrics dict.
 
-    from keras_cra import data
-    from keras_cra.training.callbacks import RunState
-
+    The run folder `config.out` is locked while the run goes on (a second
+    training on it is refused). A new run goes into a missing or empty
+    folder, a demo folder, or a folder whose earlier run never finished an
+    epoch (that run is replaced); `resume=True` continues a run with the
+    settings of its `config.json` (any other difference is an error, except
+    `RESUME_MAY_CHANGE`).
+    """
     config = config.resolved()
     validate(config)
-    initial_epoch = _prepare_out(config)
+    check_output_dir(config.out)
+    with run_folder_lock(config.out):
+        initial_epoch = _prepare_out(config)
+        return _train(config, initial_epoch, extra_callbacks)
+
+
+def _train(config, initial_epoch, extra_callbacks):
+    import keras
+
+    import keras_cra.training.schedules  # noqa: F401 (registers EpochSchedule for --resume)
+    from keras_cra import data
+    from keras_cra.training.callbacks import AtomicCheckpoint, RunState, StopOnNaN
+
     strategy = get_strategy(config.strategy)
     configure_determinism(config.seed)
-    if config.mixed_precision != "none":
-        keras.config.set_dtype_policy(config.mixed_precision)
-
     train_ds, eval_ds, info, eval_info, channels = datasets(config, initial_epoch)
     steps = data.steps_per_epoch(info.num_examples, config.batch_size)
     out = config.out
-    if not config.resume:
+    if initial_epoch >= config.epochs:
+        raise UsageError(f"The run in {out} has finished all {config.epochs} epochs already.")
+    best = None
+    if config.resume:
+        best = read_json(os.path.join(out, "state.json"), "The run's state.json").get(
+            "best", {}).get("val_accuracy")
+    else:
         with open(os.path.join(out, "config.json"), "w") as f:
             json.dump(dataclasses.asdict(config) | {"num_classes": info.num_classes,
                                                     "class_names": info.class_names}, f, indent=2)
-    with strategy.scope():
-        if config.resume:
-            model = keras.saving.load_model(os.path.join(out, "last.keras"))
-        else:
-            model = compile_model(build_model(config, info.num_classes, channels), config, steps)
-    if initial_epoch >= config.epochs:
-        raise UsageError(f"The run in {out} has finished all {config.epochs} epochs already.")
+    previous_policy = keras.config.dtype_policy()
+    if config.mixed_precision != "none":
+        keras.config.set_dtype_policy(config.mixed_precision)
+    try:
+        with strategy.scope():
+            if config.resume:
+                model = load_keras_model(os.path.join(out, "last.keras"), "the run's last.keras",
+                                         compile=True)
+            else:
+                model = compile_model(build_model(config, info.num_classes, channels), config,
+                                      steps)
+    finally:
+        keras.config.set_dtype_policy(previous_policy)
     prepare_for_multiworker(model, strategy, next(iter(train_ds)))
     if not is_chief():  # multi-worker: only the chief writes the run folder
         import tempfile
 
         out = tempfile.mkdtemp(prefix="keras_cra_worker_")
 
+    stopper = StopOnNaN()
     callbacks = [
-        keras.callbacks.ModelCheckpoint(os.path.join(out, "last.keras")),
-        keras.callbacks.ModelCheckpoint(
-            os.path.join(out, "best.keras"), monitor="val_accuracy", mode="max",
-            save_best_only=True,
-        ),
+        stopper,
+        AtomicCheckpoint(os.path.join(out, "last.keras")),
+        AtomicCheckpoint(os.path.join(out, "best.keras"), monitor="val_accuracy", best=best),
         keras.callbacks.CSVLogger(os.path.join(out, "history.csv"), append=config.resume),
         keras.callbacks.TensorBoard(os.path.join(out, "logs"), write_graph=False),
-        RunState(out),
+        RunState(out, best=best),
     ]
     start = time.time()
     model.fit(
@@ -289,6 +401,13 @@ def train(config, extra_callbacks=()):
         verbose=config.verbose,
         shuffle=False,  # the pipeline shuffles, deterministically per epoch
     )
+    if stopper.diverged_at is not None:
+        epoch, step = stopper.diverged_at
+        raise UsageError(
+            f"Training stopped: the loss became NaN or infinite at epoch {epoch + 1}, step "
+            f"{step + 1} (--lr {config.lr}). Lower --lr or check the data. The checkpoints in "
+            f"{out} are those of the last epoch that finished."
+        )
     results = model.evaluate(eval_ds, return_dict=True, verbose=0)
     metrics = {
         "model": config.model,
@@ -309,7 +428,39 @@ def train(config, extra_callbacks=()):
     return metrics
 
 
+def given_flags(parser, argv):
+    """The destinations of the flags that `argv` gives explicitly."""
+    import copy
+
+    quiet = copy.deepcopy(parser)
+    for action in quiet._actions:
+        action.default = argparse.SUPPRESS
+        action.required = False
+    return set(vars(quiet.parse_args(argv)))
+
+
+def config_for_resume(args, given, config_class=None):
+    """With `--resume`, the run's saved settings, overridden by the flags given."""
+    config_class = config_class or TrainConfig
+    path = os.path.join(args.out, "config.json")
+    saved = read_json(path, "The run's config.json") if os.path.exists(path) else {}
+    names = {f.name for f in dataclasses.fields(config_class)}
+    values = {k: v for k, v in saved.items() if k in names}
+    values.update({k: getattr(args, k) for k in names if k in given or k not in values})
+    return config_class(**values)
+
+
 def main(argv=None):
     from keras_cra.training.common import run_cli
 
-    return run_cli(lambda: train(config_from_args(build_parser().parse_args(argv))))
+    parser = build_parser()
+    args = parser.parse_args(argv)
+
+    def command():
+        if args.resume:
+            config = config_for_resume(args, given_flags(parser, argv))
+        else:
+            config = config_from_args(args)
+        train(config)
+
+    return run_cli(command)
