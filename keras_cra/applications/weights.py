@@ -13,6 +13,7 @@ import dataclasses
 import hashlib
 import os
 import shutil
+import warnings
 
 import keras
 
@@ -282,7 +283,11 @@ def load_weights(model, weights, model_name, include_top):
 
 def _load_file_into(model, path):
     try:
-        model.load_weights(path)
+        with warnings.catch_warnings():
+            # Keras warns once per skipped sublayer (~190 lines for a ResNet) before the
+            # error below, which says the same once.
+            warnings.filterwarnings("ignore", message="Skipping nested container")
+            model.load_weights(path)
     except Exception as e:
         raise ValueError(
             f"Could not load the weights file {path!r} into the model "

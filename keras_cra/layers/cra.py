@@ -126,6 +126,13 @@ class ChannelReassessmentAttention(keras.layers.Layer):
     In a residual block it sits after the last convolution + BatchNorm,
     before the residual addition.
 
+    Non-finite inputs: where a spatial size is a multiple of `pool_size` (or
+    `pool_size * d + 1`), the pool is one strided max pool, which skips NaN
+    values, so a NaN pixel leaves its channel's gate finite and only that
+    pixel's output is NaN. Other sizes take a gather path that, like
+    PyTorch's adaptive max pool, makes a bin holding a NaN NaN, and so the
+    whole channel's output. Infinities behave the same on both paths.
+
     Args:
         pool_size: int, side of the pooled map and of the depthwise kernel.
             Defaults to `7`.

@@ -76,6 +76,7 @@ def _finetune(config):
         return model.fit(
             train_ds, epochs=epochs, initial_epoch=initial_epoch, steps_per_epoch=steps,
             validation_data=eval_ds, verbose=config.verbose,
+            shuffle=False,  # the pipeline shuffles, deterministically per epoch
             callbacks=[keras.callbacks.CSVLogger(os.path.join(config.out, "history.csv"),
                                                  append=initial_epoch > 0)],
         )

@@ -130,10 +130,20 @@ def test_int8_with_integer_io(tmp_path):
 
 
 def test_refuses_to_overwrite_and_is_atomic(trained_cra20, tfds_dir, tmp_path):
+    mine = tmp_path / "mine"
+    mine.mkdir()
+    (mine / "keep.txt").write_text("old")
+    for overwrite in (False, True):
+        with pytest.raises(ExportError, match="not an earlier export.*Nothing was deleted"):
+            export_model(trained_cra20, mine, dataset="fashion_mnist", data_dir=tfds_dir,
+                         overwrite=overwrite)
+    assert os.listdir(mine) == ["keep.txt"]
+    # An earlier export (its metadata.json and export files only) needs overwrite=True.
     out = tmp_path / "e"
     out.mkdir()
-    (out / "keep.txt").write_text("old")
-    with pytest.raises(ExportError, match="already holds an export"):
+    (out / "metadata.json").write_text(json.dumps({"preprocessing": {}, "sha256": {}}))
+    (out / "labels.txt").write_text("old")
+    with pytest.raises(ExportError, match="holds an earlier export; pass overwrite=True"):
         export_model(trained_cra20, out, dataset="fashion_mnist", data_dir=tfds_dir)
     # A failing verification (a bound no int8 model can meet: the drop is >= -100 points)
     # leaves the old export untouched and no temp folders.
@@ -141,16 +151,16 @@ def test_refuses_to_overwrite_and_is_atomic(trained_cra20, tfds_dir, tmp_path):
         export_model(trained_cra20, out, dataset="fashion_mnist", data_dir=tfds_dir,
                      verify_examples=100, variants=("int8",), max_int8_drop=-1000.0,
                      overwrite=True, latency_repeats=1)
-    assert (out / "keep.txt").read_text() == "old"
-    assert sorted(os.listdir(tmp_path)) == ["e"]
+    assert (out / "labels.txt").read_text() == "old"
+    assert sorted(os.listdir(tmp_path)) == ["e", "mine"]
 
 
 def test_clear_errors(tmp_path, trained_cra20):
     bogus = tmp_path / "x.keras"
     bogus.write_text("nope")
-    with pytest.raises(ExportError, match="Not a model"):
+    with pytest.raises(ExportError, match="is not a readable .keras model"):
         export_model(str(bogus), tmp_path / "o1", dataset=None)
-    with pytest.raises(ExportError, match="Not a model"):
+    with pytest.raises(ExportError, match="model does not exist"):
         export_model(str(tmp_path / "missing.txt"), tmp_path / "o2", dataset=None)
     with pytest.raises(ValueError, match=r"Received: representative_data batch shape=\(2, 5\)"):
         tflite.convert(keras.saving.load_model(trained_cra20), "int8",
@@ -159,7 +169,7 @@ def test_clear_errors(tmp_path, trained_cra20):
     # unlike a read-only folder, this also fails for root).
     not_a_folder = tmp_path / "file.txt"
     not_a_folder.write_text("x")
-    with pytest.raises(ExportError, match="Cannot write to the output folder"):
+    with pytest.raises(ExportError, match="--out cannot be made: .* is a file"):
         export_model(trained_cra20, not_a_folder / "out", dataset=None)
 
 

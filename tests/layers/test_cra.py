@@ -260,3 +260,26 @@ def test_wrong_channels_after_build():
     layer(np.zeros((1, 7, 7, 3), "float32"))
     with pytest.raises(ValueError):
         layer(np.zeros((1, 7, 7, 4), "float32"))
+
+
+@pytest.mark.parametrize("size", [14, 15])
+def test_nan_inputs_follow_the_documented_rule(size):
+    """A NaN in one channel: the general path spreads it to the whole channel, as PyTorch's
+    adaptive max pool does; the strided fast path (TF's max pool skips NaN) keeps the gate
+    finite, so only the NaN pixel stays NaN. Other channels stay finite on both paths."""
+    torch = pytest.importorskip("torch")
+    x = np.random.default_rng(0).normal(size=(1, size, size, 2)).astype("float32")
+    x[0, 3, 4, 0] = np.nan
+    layer = CRA()
+    layer.build(x.shape)
+    general = x * layer.gate(x, fast=False).numpy()
+    pooled = torch.nn.functional.adaptive_max_pool2d(torch.from_numpy(x.transpose(0, 3, 1, 2)), 7)
+    assert torch.isnan(pooled[0, 0]).any() and not torch.isnan(pooled[0, 1]).any()
+    # PyTorch: a NaN bin makes the channel's gate NaN, hence the whole channel.
+    assert np.isnan(general[..., 0]).all() and np.isfinite(general[..., 1]).all()
+    y = layer(x).numpy()
+    if strided_window(size, 7):  # 14: the fast path
+        assert np.isnan(y[..., 0]).sum() == 1 and np.isnan(y[0, 3, 4, 0])
+    else:  # 15: the general path
+        assert np.isnan(y[..., 0]).all()
+    assert np.isfinite(y[..., 1]).all()

@@ -1,4 +1,5 @@
 import csv
+import dataclasses
 import json
 import os
 import socket
@@ -56,7 +57,15 @@ def test_resume_gives_the_same_weights(tfds_dir, tmp_path):
     train_lib.train(small_config(tfds_dir, tmp_path / "resumed", **kw),
                     extra_callbacks=[StopAfterFirstEpoch()])
     assert json.loads((tmp_path / "resumed" / "state.json").read_text())["epochs_done"] == 1
-    train_lib.train(small_config(tfds_dir, tmp_path / "resumed", resume=True, **kw))
+    # Resumed in a new process through the CLI, with only --out and --resume (the run's
+    # settings come from its config.json; the resume path registers what it loads).
+    done = subprocess.run(
+        [sys.executable, os.path.join(ROOT, "training", "train.py"), "--out",
+         str(tmp_path / "resumed"), "--resume", "--data-dir", tfds_dir, "--verbose", "0"],
+        capture_output=True, text=True, cwd=ROOT, env=dict(os.environ, PYTHONPATH=ROOT),
+        timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert json.loads((tmp_path / "resumed" / "state.json").read_text())["epochs_done"] == 2
     a = keras.saving.load_model(tmp_path / "straight" / "last.keras")
     b = keras.saving.load_model(tmp_path / "resumed" / "last.keras")
     assert int(a.optimizer.iterations.numpy()) == int(b.optimizer.iterations.numpy()) == 8
@@ -78,9 +87,19 @@ def run_cli(main, argv, capsys):
         (["--dataset", "no_such_dataset_xyz"], "Unknown tfds dataset"),
         (["--train-split", "validation"], "Available splits"),
         (["--dataset", "folder:/no/such"], "Image folder not found"),
-        (["--epochs", "0"], "--epochs must be >= 1"),
+        (["--epochs", "0"], "--epochs must be an integer >= 1"),
+        (["--lr", "nan"], "--lr must be a finite number"),
+        (["--lr", "inf"], "--lr must be a finite number"),
+        (["--lr", "-0.1"], "--lr must be > 0"),
+        (["--momentum", "-5"], "--momentum must be >= 0"),
+        (["--momentum", "1"], "--momentum must be < 1"),
+        (["--weight-decay", "nan"], "--weight-decay must be a finite number"),
+        (["--label-smoothing", "1"], "--label-smoothing must be < 1"),
+        (["--warmup-epochs", "inf"], "--warmup-epochs must be a finite number"),
+        (["--milestones", "5", "3"], "--milestones must be increasing"),
+        (["--seed", "-1"], "--seed must be an integer >= 0"),
         (["--epochs", "2", "--warmup-epochs", "3"], "must be shorter than --epochs"),
-        (["--resume"], "Cannot resume: no checkpoint"),
+        (["--resume"], "Cannot resume: " + "{out} holds no run"),
         (["--strategy", "multiworker"], "TF_CONFIG"),
         (["--batch-size", "100000", "--train-split", "train[:10]"], "fewer than one batch"),
     ],
@@ -91,26 +110,69 @@ def test_cli_errors_are_one_line(argv, message, tfds_dir, tmp_path, capsys, monk
                         argv + ["--data-dir", tfds_dir, "--out", str(tmp_path / "r"), "--verbose", "0"],
                         capsys)
     assert code == 2
+    message = message.format(out=tmp_path / "r")
     assert len(err) == 1 and err[0].startswith("error:") and message in err[0], err
 
 
-def test_existing_run_is_never_overwritten(tfds_dir, tmp_path, capsys):
+@pytest.mark.parametrize("extra", ["state.json", "notes.txt"])
+def test_existing_run_is_never_overwritten(tfds_dir, tmp_path, capsys, extra):
+    """A run that finished an epoch, or a folder with files of the user's, is refused."""
     out = tmp_path / "r"
     out.mkdir()
     (out / "config.json").write_text("{}")
+    (out / extra).write_text("keep")
     code, err = run_cli(train_lib.main, ["--data-dir", tfds_dir, "--out", str(out)], capsys)
     assert code == 2 and "already holds a run" in err[0]
-    assert (out / "config.json").read_text() == "{}"
+    assert (out / "config.json").read_text() == "{}" and (out / extra).read_text() == "keep"
 
 
-def test_resume_with_mismatched_config(tfds_dir, tmp_path, capsys):
-    out = tmp_path / "r"
+def _finished_run(out, **changes):
+    """A run folder as train() leaves it after one epoch (the checkpoint is not read)."""
     out.mkdir()
+    config = train_lib.TrainConfig(out=str(out), epochs=3, image_size=28).resolved()
+    saved = dataclasses.asdict(config) | {"num_classes": 10, "class_names": []} | changes
+    (out / "config.json").write_text(json.dumps(saved))
+    (out / "state.json").write_text(json.dumps({"epochs_done": 1}))
     (out / "last.keras").write_text("x")
-    (out / "config.json").write_text(json.dumps({"model": "CRAResNet56"}))
+
+
+def test_resume_with_other_settings_names_them_all(tfds_dir, tmp_path, capsys):
+    out = tmp_path / "r"
+    _finished_run(out, model="CRAResNet56")
+    code, err = run_cli(train_lib.main, ["--data-dir", tfds_dir, "--out", str(out), "--resume",
+                                         "--model", "CRAResNet20", "--weight-decay", "0.5",
+                                         "--label-smoothing", "0.2", "--mix", "mixup",
+                                         "--milestones", "1", "2", "--verbose", "0"], capsys)
+    assert code == 2 and len(err) == 1 and "Cannot resume" in err[0]
+    for named in ("--model 'CRAResNet20' (the run has 'CRAResNet56')", "--weight-decay 0.5",
+                  "--label-smoothing 0.2", "--mix 'mixup'", "--milestones [1, 2]"):
+        assert named in err[0], named
+    assert "--verbose" not in err[0]  # documented as allowed to change
+
+
+@pytest.mark.parametrize("broken, message", [
+    ("config.json", "The run's config.json is not readable JSON"),
+    ("state.json", "The run's state.json is missing"),
+])
+def test_resume_with_broken_run_files(tfds_dir, tmp_path, capsys, broken, message):
+    out = tmp_path / "r"
+    _finished_run(out)
+    if broken == "config.json":
+        (out / broken).write_text("{not json")
+    else:
+        (out / broken).unlink()
+        (out / "history.csv").write_text("epoch\n0\n")
     code, err = run_cli(train_lib.main, ["--data-dir", tfds_dir, "--out", str(out), "--resume"],
                         capsys)
-    assert code == 2 and "Cannot resume" in err[0] and "CRAResNet56" in err[0]
+    assert code == 2 and len(err) == 1 and message in err[0], err
+
+
+def test_truncated_checkpoint_on_resume(tfds_dir, tmp_path, capsys):
+    out = tmp_path / "r"
+    _finished_run(out, train_split="train[:64]", eval_split="test[:64]", batch_size=32)
+    code, err = run_cli(train_lib.main, ["--data-dir", tfds_dir, "--out", str(out), "--resume",
+                                         "--verbose", "0"], capsys)
+    assert code == 2 and len(err) == 1 and "is not a readable .keras model" in err[0], err
 
 
 def test_finetune_and_evaluate(tfds_dir, tmp_path):
@@ -137,7 +199,13 @@ def test_evaluate_rejects_non_models(tmp_path, capsys):
     bogus = tmp_path / "x.txt"
     bogus.write_text("hi")
     code, err = run_cli(evaluate_lib.main, [str(bogus)], capsys)
-    assert code == 2 and "Not a model" in err[0]
+    assert code == 2 and "model must be a .keras file" in err[0]
+    truncated = tmp_path / "t.keras"
+    truncated.write_bytes(b"PK\x03\x04 truncated")
+    code, err = run_cli(evaluate_lib.main, [str(truncated)], capsys)
+    assert code == 2 and len(err) == 1 and "is not a readable .keras model" in err[0], err
+    code, err = run_cli(evaluate_lib.main, [str(tmp_path / "missing.keras")], capsys)
+    assert code == 2 and len(err) == 1 and "model does not exist" in err[0], err
 
 
 def _run_check(args, env=None, out=None):
