@@ -55,7 +55,8 @@ def test_out_that_is_a_file(tfds_dir, tmp_path, capsys, a_file, small_model, und
     expect = "is a file" if under else "it is a file"
     assert expect in one_error(train_lib.main, small_args(tfds_dir, out), capsys)
     assert expect in one_error(finetune_lib.main, small_args(tfds_dir, out, "--weights",
-                                                             str(small_model)), capsys)
+                                                             str(small_model), "--epochs", "2"),
+                               capsys)
     assert expect in one_error(evaluate_lib.main, [str(small_model), "--out", str(out),
                                                    "--data-dir", tfds_dir], capsys)
     assert expect in one_error(export_cli.main, [str(small_model), "--out", str(out),

@@ -187,9 +187,9 @@ def _run_contents(out):
 
 
 def _is_unfinished(out):
-    """A run folder whose first epoch never finished (e.g. a bad flag or image stopped it)."""
+    """A run folder whose first epoch never finished (e.g. a bad flag or a NaN loss stopped it)."""
     contents = _run_contents(out)
-    return ("config.json" in contents and "state.json" not in contents
+    return ("config.json" in contents and not {"state.json", "last.keras"} & contents
             and contents <= RUN_FILES)
 
 

@@ -203,4 +203,4 @@ def test_cli(trained_cra20, tfds_dir, tmp_path):
                            env=dict(os.environ, PYTHONPATH=ROOT), timeout=600)
     lines = own_stderr_lines(again.stderr)
     assert again.returncode == 2 and len(lines) == 1 and lines[0].startswith("error:"), lines
-    assert "already holds an export" in lines[0]
+    assert "holds an earlier export; pass overwrite=True (--overwrite)" in lines[0]
