@@ -32,9 +32,10 @@ from benchmarks.common import (  # noqa: E402
     ratio,
     write_json,
 )
+from keras_cra.layers.registry import attention_choices  # noqa: E402
 
 HERE = os.path.dirname(os.path.abspath(__file__))
-ATTENTIONS = ["none", "cra", "se", "eca"]
+ATTENTIONS = ["none"] + [a for a in attention_choices() if a != "none"]
 TIMED = ATTENTIONS + ["floor"]
 PAPER = {  # the paper's reported params (M) and GFLOPs
     ("CRAResNet50", "none"): (25.56, 4.11), ("CRAResNet50", "cra"): (26.31, 4.11),
@@ -44,11 +45,11 @@ PAPER = {  # the paper's reported params (M) and GFLOPs
 
 
 def build(model_name, attention, size=None):
-    from keras_cra.applications import get_model, resnet
+    from keras_cra.applications import get_model, zoo
 
     if attention == "floor":
         attention = gate_floor_layer()
-    style = resnet.MODELS[model_name]["style"]
+    style = zoo.get(model_name).style
     size = size or (224 if style == "imagenet" else 32)
     return get_model(model_name, attention=None if attention == "none" else attention,
                      input_shape=(size, size, 3), classes=1000 if style == "imagenet" else 10,
@@ -178,9 +179,9 @@ def fmt_timing(r, base):
 
 def repeats(model_name, base, batch=1):
     """Repetitions for one timed row: fewer for the slow ImageNet models at batch 32."""
-    from keras_cra.applications import resnet
+    from keras_cra.applications import zoo
 
-    if resnet.MODELS[model_name]["style"] == "imagenet":
+    if zoo.get(model_name).style == "imagenet":
         return base if batch == 1 else max(3, base * 2 // 5)
     return base * 3
 

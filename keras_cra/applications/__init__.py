@@ -1,6 +1,7 @@
-"""The CRA model zoo, mirroring `keras.applications`."""
+"""The CRA model zoo, mirroring `keras.applications` (registry: `zoo`)."""
 
 from keras_cra.applications import weights
+from keras_cra.applications import zoo
 from keras_cra.applications.resnet import MODELS
 from keras_cra.applications.resnet import CRAResNet18
 from keras_cra.applications.resnet import CRAResNet20
@@ -15,5 +16,5 @@ from keras_cra.applications.resnet import CRAResNeXt50
 from keras_cra.applications.resnet import CRAResNeXt101
 from keras_cra.applications.resnet import decode_predictions
 from keras_cra.applications.resnet import feature_extractor
-from keras_cra.applications.resnet import get_model
 from keras_cra.applications.resnet import preprocess_input
+from keras_cra.applications.zoo import get_model

@@ -14,9 +14,10 @@ changes (option B).
 
 import keras
 from keras import layers
-from keras.src.applications import imagenet_utils as keras_imagenet_utils
 
+from keras_cra.applications import _utils
 from keras_cra.applications import weights as weights_lib
+from keras_cra.applications import zoo
 from keras_cra.layers.registry import canonical_attention_name, get_attention
 
 BN_EPSILON = 1e-5
@@ -168,13 +169,13 @@ def ResNet(
             f"Received: pooling={pooling!r}"
         )
 
-    input_shape = keras_imagenet_utils.obtain_input_shape(
+    input_shape = _utils.input_shape_of(
         input_shape,
         default_size=style["default_size"],
         min_size=style["min_size"],
         data_format=keras.config.image_data_format(),
         require_flatten=include_top,
-        weights="imagenet" if weights_lib.is_pretrained_name(weights) else weights,
+        pretrained=weights_lib.is_pretrained_name(weights),
     )
     if input_tensor is None:
         img_input = layers.Input(shape=input_shape)
@@ -202,7 +203,7 @@ def ResNet(
 
     if include_top:
         x = layers.GlobalAveragePooling2D(name="avg_pool")(x)
-        keras_imagenet_utils.validate_activation(classifier_activation, weights)
+        _utils.validate_classifier_activation(classifier_activation, weights is not None)
         x = layers.Dense(
             classes, activation=classifier_activation, name="predictions"
         )(x)
@@ -219,7 +220,11 @@ def ResNet(
         name = default_name(model_name, attention_name)
     model = keras.Model(inputs, x, name=name)
     if weights is not None:
-        weights_lib.load_weights(model, weights, model_name, include_top)
+        weights_lib.load_weights(
+            model, weights, model_name,
+            build_reference=lambda attention: ResNet(
+                model_name, include_top=True, attention=attention, classifier_activation=None),
+        )
     return model
 
 
@@ -371,18 +376,38 @@ def _make_builder(model_name):
     return builder
 
 
-BUILDERS = {model_name: _make_builder(model_name) for model_name in MODELS}
-globals().update(BUILDERS)
+CRAResNet18 = _make_builder("CRAResNet18")
+CRAResNet34 = _make_builder("CRAResNet34")
+CRAResNet50 = _make_builder("CRAResNet50")
+CRAResNet101 = _make_builder("CRAResNet101")
+CRAResNet152 = _make_builder("CRAResNet152")
+CRAResNeXt50 = _make_builder("CRAResNeXt50")
+CRAResNeXt101 = _make_builder("CRAResNeXt101")
+CRAResNet20 = _make_builder("CRAResNet20")
+CRAResNet32 = _make_builder("CRAResNet32")
+CRAResNet56 = _make_builder("CRAResNet56")
+CRAResNet110 = _make_builder("CRAResNet110")
 
+BUILDERS = {
+    builder.__name__: builder
+    for builder in (CRAResNet18, CRAResNet34, CRAResNet50, CRAResNet101, CRAResNet152,
+                    CRAResNeXt50, CRAResNeXt101, CRAResNet20, CRAResNet32, CRAResNet56,
+                    CRAResNet110)
+}
+assert set(BUILDERS) == set(MODELS), "every row of MODELS needs its builder line above"
 
-def get_model(model_name, **kwargs):
-    """Builds a model by its table name, e.g. `get_model("CRAResNet20")`."""
-    if model_name not in BUILDERS:
-        raise ValueError(
-            f"Unknown model. Valid names: {sorted(BUILDERS)}. "
-            f"Received: model_name={model_name!r}"
-        )
-    return BUILDERS[model_name](**kwargs)
+for _name, _builder in BUILDERS.items():
+    _style = STYLES[MODELS[_name]["style"]]
+    zoo.register(zoo.ZooEntry(
+        name=_name,
+        family="resnet",
+        builder=_builder,
+        style=MODELS[_name]["style"],
+        default_size=_style["default_size"],
+        min_size=_style["min_size"],
+        preprocessing="torch",
+        feature_levels=tuple(f"C{2 + i}" for i in range(len(MODELS[_name]["depths"]))),
+    ))
 
 
 def preprocess_input(x, data_format=None):
@@ -400,7 +425,7 @@ def preprocess_input(x, data_format=None):
     Returns:
         Preprocessed float32 array or tensor.
     """
-    return keras_imagenet_utils.preprocess_input(
+    return keras.applications.imagenet_utils.preprocess_input(
         x, data_format=data_format, mode="torch"
     )
 

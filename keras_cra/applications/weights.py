@@ -252,18 +252,23 @@ def copy_weights_by_name(source, target, allow_missing=()):
         layer.set_weights(src[lname].get_weights())
 
 
-def load_weights(model, weights, model_name, include_top):
-    """Loads `weights` (a registered name or a file) into `model`."""
-    from keras_cra.applications import resnet
+def load_weights(model, weights, model_name, build_reference):
+    """Loads `weights` (a registered name or a file) into `model`.
+
+    Args:
+        model: the model built by a zoo builder.
+        weights: a registered name or a `.weights.h5` / `.keras` path.
+        model_name: its zoo name (the registry key).
+        build_reference: `attention -> model`, the same architecture with a
+            top and the given attention, into which registered weights files
+            load exactly (their layers are then copied by name).
+    """
     from keras_cra.layers.registry import ATTENTIONS
 
     if is_pretrained_name(weights):
         entry = WEIGHTS[(model_name, weights)]
         path = resolve(model_name, weights)
-        source = resnet.ResNet(
-            model_name, include_top=True, input_shape=None,
-            attention=entry.attention, classifier_activation=None,
-        )
+        source = build_reference(entry.attention)
         _load_file_into(source, path)
         copy_weights_by_name(source, model, allow_missing=tuple(ATTENTIONS.values()))
         return

@@ -38,13 +38,13 @@ def convert(a):
     import os
     import tempfile
 
-    from keras_cra.applications import resnet
     from keras_cra.applications import weights as weights_lib
+    from keras_cra.applications import zoo
     from keras_cra.cli import UsageError, check_output_file
     from keras_cra.convert import ConversionError, from_torch_checkpoint
 
-    if a.model not in resnet.MODELS:
-        raise UsageError(f"Unknown model. Valid names: {sorted(resnet.MODELS)}. "
+    if a.model not in zoo.ZOO:
+        raise UsageError(f"Unknown model. Valid names: {zoo.names()}. "
                          f"Received: --model {a.model}")
     if a.install and (a.model, a.install) not in weights_lib.WEIGHTS:
         raise UsageError(

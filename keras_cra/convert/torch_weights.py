@@ -186,7 +186,7 @@ def from_torch_checkpoint(path, model_name="CRAResNet50", format="auto", attenti
     Returns:
         A `keras.Model` with `include_top=True` and the checkpoint's classes.
     """
-    from keras_cra.applications import resnet
+    from keras_cra.applications import zoo
 
     obj, _ = safe_load.load(path)
     state_dict = extract_state_dict(obj)
@@ -199,7 +199,7 @@ def from_torch_checkpoint(path, model_name="CRAResNet50", format="auto", attenti
         attention = "cra" if fmt == "authors" else None
     head = state_dict.get("classifier.weight" if fmt == "authors" else "fc.weight")
     classes = int(head.shape[0]) if head is not None else 1000
-    model = resnet.get_model(model_name, weights=None, classes=classes, attention=attention,
+    model = zoo.get_model(model_name, weights=None, classes=classes, attention=attention,
                              input_shape=input_shape)
     assign(model, state_dict, fmt, near_identity_gates, gate_bias)
     return model

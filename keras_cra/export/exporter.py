@@ -34,7 +34,7 @@ class ExportError(ValueError):
 def load_model(model_or_path):
     import keras
 
-    from keras_cra.cli import UsageError, load_keras_model
+    from keras_cra.files import UsageError, load_keras_model
 
     if isinstance(model_or_path, keras.Model):
         return model_or_path
@@ -68,9 +68,12 @@ def is_export_folder(path):
 
 def check_out_dir(out_dir, overwrite):
     """Refuses an export folder that would lose files that an export did not make."""
-    out_dir = os.path.abspath(os.fspath(out_dir))
-    if os.path.exists(out_dir) and not os.path.isdir(out_dir):
-        raise ExportError(f"--out must be a folder, but it is a file. Received: out={out_dir}")
+    from keras_cra.files import UsageError, check_output_dir
+
+    try:
+        out_dir = check_output_dir(out_dir, "--out")
+    except UsageError as e:
+        raise ExportError(str(e)) from e
     if os.path.isdir(out_dir) and os.listdir(out_dir):
         if not is_export_folder(out_dir):
             raise ExportError(
@@ -82,11 +85,6 @@ def check_out_dir(out_dir, overwrite):
                 f"{out_dir} holds an earlier export; pass overwrite=True (--overwrite) to "
                 f"replace it. Received: out={out_dir}"
             )
-    parent = out_dir
-    while not os.path.exists(parent):
-        parent = os.path.dirname(parent)
-    if not os.path.isdir(parent):
-        raise ExportError(f"--out cannot be made: {parent} is a file. Received: out={out_dir}")
     return out_dir
 
 
@@ -213,10 +211,11 @@ def _median_latency(fn, repeats=20, warmup=3):
 def validation_data(model, dataset, split, data_dir, examples):
     """Preprocessed images, labels and class names from a dataset split."""
     from keras_cra import data
+    from keras_cra.applications import zoo
 
     shape = tuple(model.input_shape[1:])
     ds, info = data.load(dataset, f"{split}[:{examples}]", data_dir)
-    style = "cifar" if shape[0] < 64 else "imagenet"
+    style = zoo.style_for_input(shape[0])
     batches = data.make_dataset(ds, info.num_examples, 256, shape[0], shape[-1], style=style)
     xs, ys = zip(*[(x.numpy(), y.numpy()) for x, y in batches])
     return np.concatenate(xs), np.concatenate(ys), info.class_names
@@ -225,11 +224,12 @@ def validation_data(model, dataset, split, data_dir, examples):
 def calibration_data(model, dataset, data_dir, batches, batch_size=32, seed=0):
     """Representative batches drawn from the training split (eval preprocessing)."""
     from keras_cra import data
+    from keras_cra.applications import zoo
 
     shape = tuple(model.input_shape[1:])
     n = batches * batch_size
     ds, info = data.load(dataset, f"train[:{n}]", data_dir)
-    style = "cifar" if shape[0] < 64 else "imagenet"
+    style = zoo.style_for_input(shape[0])
     return [x.numpy() for x, _ in data.make_dataset(ds, info.num_examples, batch_size, shape[0],
                                                      shape[-1], style=style)]
 

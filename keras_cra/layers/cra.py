@@ -5,6 +5,7 @@ import keras
 from keras import ops
 
 from keras_cra.layers import _utils
+from keras_cra.layers.base import ChannelGate
 
 
 def adaptive_max_windows(size, bins):
@@ -111,7 +112,7 @@ def _strided_max_pool(x, plans, axes):
 
 
 @keras.saving.register_keras_serializable(package="keras_cra")
-class ChannelReassessmentAttention(keras.layers.Layer):
+class ChannelReassessmentAttention(ChannelGate):
     """Channel Reassessment Attention (CRA) layer.
 
     Reweights every channel of a feature map by a gate computed from that
@@ -181,7 +182,16 @@ class ChannelReassessmentAttention(keras.layers.Layer):
         bias_constraint=None,
         **kwargs,
     ):
-        super().__init__(**kwargs)
+        super().__init__(
+            data_format=data_format,
+            kernel_initializer=kernel_initializer,
+            bias_initializer=bias_initializer,
+            kernel_regularizer=kernel_regularizer,
+            bias_regularizer=bias_regularizer,
+            kernel_constraint=kernel_constraint,
+            bias_constraint=bias_constraint,
+            **kwargs,
+        )
         if (
             isinstance(pool_size, bool)
             or not isinstance(pool_size, (int, np.integer))
@@ -192,17 +202,9 @@ class ChannelReassessmentAttention(keras.layers.Layer):
                 f"Received: pool_size={pool_size!r}"
             )
         self.pool_size = int(pool_size)
-        self.data_format = _utils.standardize_data_format(data_format)
-        self.kernel_initializer = keras.initializers.get(kernel_initializer)
-        self.bias_initializer = keras.initializers.get(bias_initializer)
-        self.kernel_regularizer = keras.regularizers.get(kernel_regularizer)
-        self.bias_regularizer = keras.regularizers.get(bias_regularizer)
-        self.kernel_constraint = keras.constraints.get(kernel_constraint)
-        self.bias_constraint = keras.constraints.get(bias_constraint)
-        self.input_spec = keras.layers.InputSpec(ndim=4)
 
     def build(self, input_shape):
-        channels = _utils.channels_of(input_shape, self.data_format)
+        channels = self.channels(input_shape)
         s = self.pool_size
         initializer = _utils.fresh_initializer(self.kernel_initializer)
 
@@ -212,27 +214,12 @@ class ChannelReassessmentAttention(keras.layers.Layer):
             values = initializer((s, s, 1, channels), dtype=dtype)
             return ops.reshape(values, shape)
 
-        self.kernel = self.add_weight(
-            name="kernel",
-            shape=(s, s, channels, 1),
-            initializer=kernel_init,
-            regularizer=self.kernel_regularizer,
-            constraint=self.kernel_constraint,
-        )
-        self.bias = self.add_weight(
-            name="bias",
-            shape=(channels,),
-            initializer=_utils.fresh_initializer(self.bias_initializer),
-            regularizer=self.bias_regularizer,
-            constraint=self.bias_constraint,
-        )
-        self.input_spec = keras.layers.InputSpec(
-            ndim=4, axes={_utils.channel_axis(self.data_format): channels}
-        )
+        self.kernel = self.add_kernel("kernel", (s, s, channels, 1), initializer=kernel_init)
+        self.bias = self.add_bias("bias", (channels,))
 
     def gate(self, inputs, fast=True):
         """The attention gate, float32, shaped to broadcast over `inputs`."""
-        axes = (1, 2) if self.data_format == "channels_last" else (2, 3)
+        axes = self.spatial_axes
         pooled = adaptive_max_pool(inputs, self.pool_size, axes, fast=fast)
         # Max pooling is exact in any precision; the gate math runs in
         # float32 even under a mixed precision policy.
@@ -248,38 +235,13 @@ class ChannelReassessmentAttention(keras.layers.Layer):
             logits = logits + ops.reshape(bias, (-1, 1, 1))
         return ops.sigmoid(logits)
 
-    def call(self, inputs):
-        return inputs * ops.cast(self.gate(inputs), inputs.dtype)
-
-    def compute_output_shape(self, input_shape):
-        return tuple(input_shape)
+    def macs(self, input_shape):
+        hw, c = self.spatial_size_and_channels(input_shape)
+        return c * self.pool_size**2 + hw * c  # depthwise reduction + gating
 
     def get_config(self):
         config = super().get_config()
-        config.update(
-            {
-                "pool_size": self.pool_size,
-                "data_format": self.data_format,
-                "kernel_initializer": keras.initializers.serialize(
-                    self.kernel_initializer
-                ),
-                "bias_initializer": keras.initializers.serialize(
-                    self.bias_initializer
-                ),
-                "kernel_regularizer": keras.regularizers.serialize(
-                    self.kernel_regularizer
-                ),
-                "bias_regularizer": keras.regularizers.serialize(
-                    self.bias_regularizer
-                ),
-                "kernel_constraint": keras.constraints.serialize(
-                    self.kernel_constraint
-                ),
-                "bias_constraint": keras.constraints.serialize(
-                    self.bias_constraint
-                ),
-            }
-        )
+        config["pool_size"] = self.pool_size
         return config
 
 

@@ -5,7 +5,7 @@ import math
 import keras
 from keras import ops
 
-from keras_cra.layers import _utils
+from keras_cra.layers.base import ChannelGate
 
 
 def eca_kernel_size(channels, gamma=2, b=1):
@@ -15,7 +15,7 @@ def eca_kernel_size(channels, gamma=2, b=1):
 
 
 @keras.saving.register_keras_serializable(package="keras_cra")
-class EfficientChannelAttention(keras.layers.Layer):
+class EfficientChannelAttention(ChannelGate):
     """Efficient Channel Attention (ECA).
 
     Global average pooling, a 1D convolution across channels (no bias, zero
@@ -31,6 +31,8 @@ class EfficientChannelAttention(keras.layers.Layer):
             Defaults to `keras.config.image_data_format()`.
         kernel_initializer: initializer of the 1D kernel. Defaults to
             `"glorot_uniform"`.
+        kernel_regularizer: optional regularizer of the 1D kernel.
+        kernel_constraint: optional constraint of the 1D kernel.
         **kwargs: base layer keyword arguments, such as `name` and `dtype`.
 
     Input shape:
@@ -59,9 +61,17 @@ class EfficientChannelAttention(keras.layers.Layer):
         b=1,
         data_format=None,
         kernel_initializer="glorot_uniform",
+        kernel_regularizer=None,
+        kernel_constraint=None,
         **kwargs,
     ):
-        super().__init__(**kwargs)
+        super().__init__(
+            data_format=data_format,
+            kernel_initializer=kernel_initializer,
+            kernel_regularizer=kernel_regularizer,
+            kernel_constraint=kernel_constraint,
+            **kwargs,
+        )
         if kernel_size is not None and (
             isinstance(kernel_size, bool)
             or not isinstance(kernel_size, int)
@@ -75,48 +85,32 @@ class EfficientChannelAttention(keras.layers.Layer):
         self.kernel_size = kernel_size
         self.gamma = gamma
         self.b = b
-        self.data_format = _utils.standardize_data_format(data_format)
-        self.kernel_initializer = keras.initializers.get(kernel_initializer)
-        self.input_spec = keras.layers.InputSpec(ndim=4)
 
     def build(self, input_shape):
-        channels = _utils.channels_of(input_shape, self.data_format)
+        channels = self.channels(input_shape)
         k = self.kernel_size or eca_kernel_size(channels, self.gamma, self.b)
-        self._k = k
-        self.kernel = self.add_weight(
-            name="kernel",
-            shape=(k, 1, 1),
-            initializer=_utils.fresh_initializer(self.kernel_initializer),
-        )
+        self.kernel = self.add_kernel("kernel", (k, 1, 1))
 
-    def call(self, inputs):
-        axes = (1, 2) if self.data_format == "channels_last" else (2, 3)
-        pooled = ops.cast(ops.mean(inputs, axis=axes), "float32")
+    def gate(self, inputs):
+        pooled = ops.cast(ops.mean(inputs, axis=self.spatial_axes), "float32")
         # (N, C) -> (N, C, 1): channels become the 1D "length" axis.
         logits = ops.conv(
             ops.expand_dims(pooled, -1),
             ops.cast(self.kernel, "float32"),
             padding="same",
         )
-        gate = ops.sigmoid(ops.squeeze(logits, -1))
-        gate = ops.expand_dims(ops.expand_dims(gate, axes[0]), axes[1])
-        return inputs * ops.cast(gate, inputs.dtype)
+        return self.expand_to_input(ops.sigmoid(ops.squeeze(logits, -1)))
 
-    def compute_output_shape(self, input_shape):
-        return tuple(input_shape)
+    def macs(self, input_shape):
+        hw, c = self.spatial_size_and_channels(input_shape)
+        return c * int(self.kernel.shape[0]) + hw * c  # 1D conv across channels + gating
 
     def get_config(self):
         config = super().get_config()
-        config.update(
-            {
-                "kernel_size": self.kernel_size,
-                "gamma": self.gamma,
-                "b": self.b,
-                "data_format": self.data_format,
-                "kernel_initializer": keras.initializers.serialize(
-                    self.kernel_initializer
-                ),
-            }
-        )
+        for key in ("bias_initializer", "bias_regularizer", "bias_constraint"):
+            del config[key]  # ECA has no bias
+        config.update({"kernel_size": self.kernel_size, "gamma": self.gamma, "b": self.b})
         return config
+
+
 ECA = EfficientChannelAttention

@@ -13,6 +13,11 @@ ATTENTIONS = {
 }
 
 
+def attention_choices():
+    """Every name `attention` accepts on a command line: the registered ones, then `none`."""
+    return sorted(ATTENTIONS) + ["none"]
+
+
 def canonical_attention_name(attention):
     """Normalise an attention name (`None` and `"none"` mean no attention)."""
     if attention is None:

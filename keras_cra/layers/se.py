@@ -3,11 +3,11 @@
 import keras
 from keras import ops
 
-from keras_cra.layers import _utils
+from keras_cra.layers.base import ChannelGate
 
 
 @keras.saving.register_keras_serializable(package="keras_cra")
-class SqueezeExcitation(keras.layers.Layer):
+class SqueezeExcitation(ChannelGate):
     """Squeeze-and-Excitation channel attention.
 
     Global average pooling, a bottleneck of two fully connected layers
@@ -21,6 +21,10 @@ class SqueezeExcitation(keras.layers.Layer):
         kernel_initializer: initializer of both kernels. Defaults to
             `"glorot_uniform"`.
         bias_initializer: initializer of both biases. Defaults to `"zeros"`.
+        kernel_regularizer, bias_regularizer: optional regularizers of the
+            kernels and biases.
+        kernel_constraint, bias_constraint: optional constraints of the
+            kernels and biases.
         **kwargs: base layer keyword arguments, such as `name` and `dtype`.
 
     Input shape:
@@ -47,47 +51,39 @@ class SqueezeExcitation(keras.layers.Layer):
         data_format=None,
         kernel_initializer="glorot_uniform",
         bias_initializer="zeros",
+        kernel_regularizer=None,
+        bias_regularizer=None,
+        kernel_constraint=None,
+        bias_constraint=None,
         **kwargs,
     ):
-        super().__init__(**kwargs)
+        super().__init__(
+            data_format=data_format,
+            kernel_initializer=kernel_initializer,
+            bias_initializer=bias_initializer,
+            kernel_regularizer=kernel_regularizer,
+            bias_regularizer=bias_regularizer,
+            kernel_constraint=kernel_constraint,
+            bias_constraint=bias_constraint,
+            **kwargs,
+        )
         if isinstance(reduction, bool) or not isinstance(reduction, int) or reduction < 1:
             raise ValueError(
                 "`reduction` must be a positive integer. "
                 f"Received: reduction={reduction!r}"
             )
         self.reduction = reduction
-        self.data_format = _utils.standardize_data_format(data_format)
-        self.kernel_initializer = keras.initializers.get(kernel_initializer)
-        self.bias_initializer = keras.initializers.get(bias_initializer)
-        self.input_spec = keras.layers.InputSpec(ndim=4)
 
     def build(self, input_shape):
-        channels = _utils.channels_of(input_shape, self.data_format)
+        channels = self.channels(input_shape)
         hidden = max(1, channels // self.reduction)
-        self.squeeze_kernel = self.add_weight(
-            name="squeeze_kernel",
-            shape=(channels, hidden),
-            initializer=_utils.fresh_initializer(self.kernel_initializer),
-        )
-        self.squeeze_bias = self.add_weight(
-            name="squeeze_bias",
-            shape=(hidden,),
-            initializer=_utils.fresh_initializer(self.bias_initializer),
-        )
-        self.excite_kernel = self.add_weight(
-            name="excite_kernel",
-            shape=(hidden, channels),
-            initializer=_utils.fresh_initializer(self.kernel_initializer),
-        )
-        self.excite_bias = self.add_weight(
-            name="excite_bias",
-            shape=(channels,),
-            initializer=_utils.fresh_initializer(self.bias_initializer),
-        )
+        self.squeeze_kernel = self.add_kernel("squeeze_kernel", (channels, hidden))
+        self.squeeze_bias = self.add_bias("squeeze_bias", (hidden,))
+        self.excite_kernel = self.add_kernel("excite_kernel", (hidden, channels))
+        self.excite_bias = self.add_bias("excite_bias", (channels,))
 
-    def call(self, inputs):
-        axes = (1, 2) if self.data_format == "channels_last" else (2, 3)
-        pooled = ops.cast(ops.mean(inputs, axis=axes), "float32")
+    def gate(self, inputs):
+        pooled = ops.cast(ops.mean(inputs, axis=self.spatial_axes), "float32")
         h = ops.relu(
             ops.matmul(pooled, ops.cast(self.squeeze_kernel, "float32"))
             + ops.cast(self.squeeze_bias, "float32")
@@ -96,25 +92,16 @@ class SqueezeExcitation(keras.layers.Layer):
             ops.matmul(h, ops.cast(self.excite_kernel, "float32"))
             + ops.cast(self.excite_bias, "float32")
         )
-        gate = ops.expand_dims(ops.expand_dims(gate, axes[0]), axes[1])
-        return inputs * ops.cast(gate, inputs.dtype)
+        return self.expand_to_input(gate)
 
-    def compute_output_shape(self, input_shape):
-        return tuple(input_shape)
+    def macs(self, input_shape):
+        hw, c = self.spatial_size_and_channels(input_shape)
+        return 2 * c * max(1, c // self.reduction) + hw * c  # two dense layers + gating
 
     def get_config(self):
         config = super().get_config()
-        config.update(
-            {
-                "reduction": self.reduction,
-                "data_format": self.data_format,
-                "kernel_initializer": keras.initializers.serialize(
-                    self.kernel_initializer
-                ),
-                "bias_initializer": keras.initializers.serialize(
-                    self.bias_initializer
-                ),
-            }
-        )
+        config["reduction"] = self.reduction
         return config
+
+
 SE = SqueezeExcitation

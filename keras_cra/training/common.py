@@ -89,15 +89,17 @@ def is_chief():
 
 
 def configure_determinism(seed):
-    """Seeds Python, NumPy and TF, and asks TF for deterministic ops."""
+    """Seeds Python, NumPy and TF, and asks TF for deterministic ops.
+
+    Both are process-wide settings, made on purpose: a training run is
+    reproducible and resumes exactly only with them.
+    """
     import keras
     import tensorflow as tf
 
     keras.utils.set_random_seed(seed)
-    try:
+    if not tf.config.is_op_determinism_enabled():
         tf.config.experimental.enable_op_determinism()
-    except Exception:  # already enabled
-        pass
 
 
 def print_table(title, rows):
@@ -147,9 +149,23 @@ def _patch_multiworker_log_reduction():
     which is what Keras does for single-worker MirroredStrategy. Other
     strategies and reductions are untouched.
     """
-    from keras.src.backend.tensorflow import trainer
-    from keras.src import tree
+    import keras
 
+    version = tuple(int(p) for p in keras.__version__.split(".")[:2])
+    if not (3, 13) <= version < (4, 0):
+        raise UsageError(
+            "--strategy multiworker relies on a workaround of keras-team/keras#20585 written "
+            f"for Keras 3.13 to 3.x; this is Keras {keras.__version__}."
+        )
+    from keras.src import tree
+    from keras.src.backend.tensorflow import trainer
+
+    if not all(hasattr(trainer, n) for n in ("reduce_per_replica",
+                                             "_collective_all_reduce_multi_worker")):
+        raise UsageError(
+            "--strategy multiworker: Keras' TensorFlow trainer no longer has the functions "
+            f"the keras-team/keras#20585 workaround patches (Keras {keras.__version__})."
+        )
     if getattr(trainer.reduce_per_replica, "_keras_cra_patched", False):
         return
     original = trainer.reduce_per_replica

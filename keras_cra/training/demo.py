@@ -10,8 +10,9 @@ import os
 import shutil
 import time
 
-from keras_cra.export.cli import add_max_int8_drop_argument
 from keras_cra.cli import run
+from keras_cra.export.cli import add_max_int8_drop_argument
+from keras_cra.layers.registry import attention_choices
 from keras_cra.training.common import DEMO_MARKER, UsageError, print_table
 
 
@@ -75,7 +76,7 @@ def main(argv=None):
     p.add_argument("--batch-size", type=int, default=128)
     p.add_argument("--verify-examples", type=int, default=1000)
     p.add_argument("--data-dir", default=None)
-    p.add_argument("--attention", default="cra", choices=["cra", "se", "eca", "none"])
+    p.add_argument("--attention", default="cra", choices=attention_choices())
     p.add_argument("--no-export", action="store_true")
     add_max_int8_drop_argument(p)
     a = p.parse_args(argv)

@@ -60,7 +60,9 @@ def evaluate(model_path, dataset="fashion_mnist", split="test", data_dir=None,
     predict, shape = load_predictor(model_path)
     ds, info = data.load(dataset, split, data_dir, manual_dir)
     if style is None:
-        style = "cifar" if shape[0] < 64 else "imagenet"
+        from keras_cra.applications import zoo
+
+        style = zoo.style_for_input(shape[0])
     pipe = data.make_dataset(ds, info.num_examples, batch_size, shape[0], shape[-1],
                              style=style, training=False)
     labels, probs = [], []

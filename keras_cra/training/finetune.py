@@ -27,12 +27,12 @@ class FinetuneConfig(train_lib.TrainConfig):
 
 
 def build_backbone(config):
-    from keras_cra.applications import resnet
+    from keras_cra.applications import zoo
 
     if not config.weights:
         raise UsageError("--weights is required (a registered name or a .keras/.weights.h5 file).")
     try:
-        return resnet.get_model(
+        return zoo.get_model(
             config.model, include_top=False, weights=config.weights,
             input_shape=(config.image_size, config.image_size, 3),
             attention=config.attention,

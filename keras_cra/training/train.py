@@ -9,6 +9,7 @@ import shutil
 import time
 
 from keras_cra.cli import check_output_dir, load_keras_model, read_json
+from keras_cra.layers.registry import attention_choices
 from keras_cra.training.common import (
     DEMO_MARKER,
     LOCK_FILE,
@@ -62,14 +63,13 @@ class TrainConfig:
 
     def resolved(self):
         """Fill unset hyper-parameters from the model's recipe."""
-        from keras_cra.applications import resnet
+        from keras_cra.applications import zoo
 
-        if self.model not in resnet.MODELS:
+        if self.model not in zoo.ZOO:
             raise UsageError(
-                f"Unknown model. Valid names: {sorted(resnet.MODELS)}. "
-                f"Received: --model {self.model}"
+                f"Unknown model. Valid names: {zoo.names()}. Received: --model {self.model}"
             )
-        recipe = RECIPES[resnet.MODELS[self.model]["style"]]
+        recipe = RECIPES[zoo.get(self.model).style]
         out = dataclasses.replace(self)
         for key in ("epochs", "batch_size", "lr", "momentum", "weight_decay", "image_size"):
             if getattr(out, key) is None:
@@ -83,7 +83,7 @@ class TrainConfig:
 def build_parser(description="Train a CRA model with model.fit."):
     p = argparse.ArgumentParser(description=description)
     p.add_argument("--model", default="CRAResNet20", help="e.g. CRAResNet20, CRAResNet50")
-    p.add_argument("--attention", default="cra", choices=["cra", "se", "eca", "none"])
+    p.add_argument("--attention", default="cra", choices=attention_choices())
     p.add_argument("--dataset", default="fashion_mnist",
                    help="a tfds name (fashion_mnist, cifar10, imagenette/320px, "
                         "imagenet2012) or folder:/path")
@@ -170,7 +170,7 @@ def validate(config):
         from keras_cra.layers.registry import ATTENTIONS
 
         if c.attention not in ATTENTIONS:
-            raise UsageError(f"--attention must be one of {sorted(ATTENTIONS) + ['none']}. "
+            raise UsageError(f"--attention must be one of {attention_choices()}. "
                              f"Received: --attention {c.attention}")
 
 
@@ -249,10 +249,10 @@ def _prepare_out(config):
 def build_model(config, num_classes, channels):
     import keras
 
-    from keras_cra.applications import resnet
+    from keras_cra.applications import zoo
 
     try:
-        return resnet.get_model(
+        return zoo.get_model(
             config.model,
             weights=None,
             classes=num_classes,
@@ -295,9 +295,9 @@ def datasets(config, initial_epoch=0):
     import tensorflow as tf
 
     from keras_cra import data
-    from keras_cra.applications import resnet
+    from keras_cra.applications import zoo
 
-    style = resnet.MODELS[config.model]["style"]
+    style = zoo.get(config.model).style
     train_ds, info = data.load(config.dataset, config.train_split, config.data_dir, config.manual_dir)
     eval_ds, eval_info = data.load(config.dataset, config.eval_split, config.data_dir, config.manual_dir)
     if config.image_size is None:
