@@ -64,3 +64,14 @@ def read_json(path, what):
         raise UsageError(f"{what} is missing: {path}.") from e
     except (OSError, ValueError) as e:
         raise UsageError(f"{what} is not readable JSON ({e}): {path}.") from e
+
+
+def sha256_of(path):
+    """The sha256 hex digest of a file, read in 1 MiB chunks."""
+    import hashlib
+
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()

@@ -10,12 +10,13 @@ random weights.
 """
 
 import dataclasses
-import hashlib
 import os
 import shutil
 import warnings
 
 import keras
+
+from keras_cra.files import sha256_of
 
 
 @dataclasses.dataclass(frozen=True)
@@ -113,14 +114,6 @@ def cache_dir():
     """
     base = os.environ.get("KERAS_HOME") or os.path.join(os.path.expanduser("~"), ".keras")
     return os.path.join(base, "models")
-
-
-def sha256_of(path):
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def _is_path(weights):

@@ -3,7 +3,7 @@
 import argparse
 import os
 
-from keras_cra.export.exporter import TFLITE_VARIANTS, export_model
+from keras_cra.export.exporter import TFLITE_VARIANTS, export_model, print_report
 
 
 def _int8_drop_bound(text):
@@ -49,10 +49,14 @@ def main(argv=None):
 
     a = build_parser().parse_args(argv)
     out = a.out or os.path.join("saved_models", os.path.splitext(os.path.basename(a.model))[0])
-    return run(lambda: export_model(
-        a.model, out, dataset=None if a.dataset == "none" else a.dataset, split=a.split,
-        data_dir=a.data_dir, verify_examples=a.verify_examples,
-        calibration_batches=a.calibration_batches, integer_io=a.int8_io,
-        variants=a.variants, overwrite=a.overwrite, source_name=a.model,
-        max_int8_drop=a.max_int8_drop,
-    ))
+    def command():
+        report = export_model(
+            a.model, out, dataset=None if a.dataset == "none" else a.dataset, split=a.split,
+            data_dir=a.data_dir, verify_examples=a.verify_examples,
+            calibration_batches=a.calibration_batches, integer_io=a.int8_io,
+            variants=a.variants, overwrite=a.overwrite, source_name=a.model,
+            max_int8_drop=a.max_int8_drop,
+        )
+        print_report(report, os.path.abspath(out))
+
+    return run(command)

@@ -2,6 +2,8 @@
 
 import numpy as np
 
+from keras_cra.export.base import ExportError, ExportFormat
+
 
 class UnsupportedOpsError(ValueError):
     """The model needs ops outside the TFLite builtin set."""
@@ -177,3 +179,63 @@ def op_names(model_content):
 
     interp = Interpreter(model_content=bytes(model_content))
     return {d["op_name"] for d in interp._get_ops_details()}
+
+
+def find_unsupported_layers(model):
+    """Names of layers that do not convert to builtin TFLite ops on their own."""
+    import keras
+
+    bad = []
+    for layer in model.layers:
+        if isinstance(layer, keras.layers.InputLayer):
+            continue
+        try:
+            inputs = [keras.Input(t.shape[1:], dtype=t.dtype) for t in _as_list(layer.input)]
+            sub = keras.Model(inputs, layer(inputs if len(inputs) > 1 else inputs[0]))
+            if any(d is None for d in sub.input_shape[1:] if not isinstance(d, tuple)):
+                continue
+            convert(sub, batch_size=1)
+        except UnsupportedOpsError:
+            bad.append(f"{layer.name} ({layer.__class__.__name__})")
+        except Exception:
+            continue
+    return bad
+
+
+def _as_list(x):
+    return list(x) if isinstance(x, (list, tuple)) else [x]
+
+
+class TFLiteFormat(ExportFormat):
+    """A builtins-only `.tflite` file: `float32`, `float16` (weights), `dynamic`
+    (dynamic-range int8 weights) or `int8` (full integer, calibrated)."""
+
+    thread_counts = (1, None)
+
+    def __init__(self, variant, tolerance=None):
+        self.name = variant
+        self.artifact = f"model_{variant}.tflite"
+        self.tolerance = tolerance
+
+    def write(self, model, path, context):
+        from keras_cra.export.serving import probability_model
+
+        int8 = self.name == "int8"
+        try:
+            flat = convert(
+                probability_model(model), quantization=self.name, batch_size=1,
+                representative_data=context["representative_data"] if int8 else None,
+                integer_io=context["integer_io"] if int8 else "float",
+            )
+        except UnsupportedOpsError as e:
+            layers = find_unsupported_layers(model)
+            raise ExportError(
+                "The model has layers that TFLite cannot run with builtin ops: "
+                f"{', '.join(layers) or '(could not isolate them)'}. {e}"
+            ) from e
+        with open(path, "wb") as f:
+            f.write(flat)
+
+    def runner(self, path, num_threads=None):
+        interp = interpreter(path, num_threads=num_threads)
+        return lambda x: run(None, x, interp=interp)

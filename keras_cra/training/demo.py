@@ -36,7 +36,9 @@ def prepare_out(out):
 def demo(out="runs/demo", export_dir="saved_models/cra_resnet20_fashion_mnist",
          train_examples=60000, eval_examples=10000, epochs=3, batch_size=128,
          data_dir=None, attention="cra", verify_examples=1000, fresh=True, export=True,
-         max_int8_drop=1.0):
+         max_int8_drop=1.0, verbose=None):
+    """Runs the main job; returns `{"summary", "metrics", "report"}` (report: the export's
+    verification, `None` without export)."""
     from keras_cra.training import train as train_lib
 
     if fresh:
@@ -46,11 +48,13 @@ def demo(out="runs/demo", export_dir="saved_models/cra_resnet20_fashion_mnist",
         model="CRAResNet20", attention=attention, dataset="fashion_mnist",
         train_split=f"train[:{train_examples}]", eval_split=f"test[:{eval_examples}]",
         epochs=epochs, batch_size=batch_size, lr=0.1, schedule="cosine",
-        warmup_epochs=min(0.5, epochs / 4), data_dir=data_dir, out=out, verbose=2,
+        warmup_epochs=min(0.5, epochs / 4), data_dir=data_dir, out=out,
+        verbose=train_lib.progress_verbosity(verbose),
     )
     metrics = train_lib.train(config)
     summary = {"train_examples": train_examples, "epochs": epochs, "top1": metrics["top1"],
                "top5": metrics["top5"], "train_seconds": metrics["train_seconds"]}
+    report = None
     if export:
         from keras_cra.export import exporter
 
@@ -62,8 +66,7 @@ def demo(out="runs/demo", export_dir="saved_models/cra_resnet20_fashion_mnist",
         summary["export_dir"] = export_dir
         summary["int8_top1_drop"] = report["summary"]["int8_top1_drop"]
     summary["total_seconds"] = round(time.time() - start, 1)
-    print_table("keras_cra demo: CRAResNet20 on Fashion-MNIST", summary)
-    return summary
+    return {"summary": summary, "metrics": metrics, "report": report}
 
 
 def main(argv=None):
@@ -78,9 +81,21 @@ def main(argv=None):
     p.add_argument("--data-dir", default=None)
     p.add_argument("--attention", default="cra", choices=attention_choices())
     p.add_argument("--no-export", action="store_true")
+    p.add_argument("--verbose", type=int, default=None, choices=[0, 1, 2],
+                   help="training progress: 1 a bar per step, 2 one line per epoch "
+                        "(default: 1 in a terminal, else 2)")
     add_max_int8_drop_argument(p)
     a = p.parse_args(argv)
-    return run(lambda: demo(a.out, a.export_dir, a.train_examples, a.eval_examples, a.epochs,
-                                a.batch_size, a.data_dir, a.attention, a.verify_examples,
-                                export=not a.no_export,
-                                max_int8_drop=a.max_int8_drop))
+
+    def command():
+        result = demo(a.out, a.export_dir, a.train_examples, a.eval_examples, a.epochs,
+                      a.batch_size, a.data_dir, a.attention, a.verify_examples,
+                      export=not a.no_export, max_int8_drop=a.max_int8_drop, verbose=a.verbose)
+        print_table(f"Final evaluation ({a.out})", result["metrics"])
+        if result["report"] is not None:
+            from keras_cra.export.exporter import print_report
+
+            print_report(result["report"], os.path.abspath(a.export_dir))
+        print_table("keras_cra demo: CRAResNet20 on Fashion-MNIST", result["summary"])
+
+    return run(command)

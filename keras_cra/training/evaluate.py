@@ -49,8 +49,13 @@ def to_probabilities(outputs):
 
 
 def evaluate(model_path, dataset="fashion_mnist", split="test", data_dir=None,
-             manual_dir=None, batch_size=128, out=None, style=None):
-    """Top-1, top-5, loss and confusion matrix of a model on a split."""
+             manual_dir=None, batch_size=128, out=None, style=None, verbose=0):
+    """Top-1, top-5, loss and confusion matrix of a model on a split.
+
+    `verbose`: 0 silent, 1 a progress bar per batch, 2 one line at the end.
+    """
+    import keras
+
     from keras_cra import data
 
     if out:
@@ -66,9 +71,12 @@ def evaluate(model_path, dataset="fashion_mnist", split="test", data_dir=None,
     pipe = data.make_dataset(ds, info.num_examples, batch_size, shape[0], shape[-1],
                              style=style, training=False)
     labels, probs = [], []
+    progress = keras.utils.Progbar(-(-info.num_examples // batch_size), verbose=verbose,
+                                   unit_name="batch")
     for x, y in pipe:
         probs.append(to_probabilities(predict(x.numpy())))
         labels.append(y.numpy())
+        progress.add(1)
     probs, labels = np.concatenate(probs), np.concatenate(labels)
     if probs.shape[1] != info.num_classes:
         raise UsageError(
@@ -91,7 +99,6 @@ def evaluate(model_path, dataset="fashion_mnist", split="test", data_dir=None,
         with open(os.path.join(out, "eval_metrics.json"), "w") as f:
             json.dump(metrics | {"confusion_matrix": confusion.tolist()}, f, indent=2)
         save_confusion_png(confusion, info.class_names, os.path.join(out, "confusion_matrix.png"))
-    print_table(f"Evaluation of {model_path} on {dataset}:{split}", metrics)
     return metrics, confusion
 
 
@@ -128,5 +135,12 @@ def build_parser():
 
 def main(argv=None):
     a = build_parser().parse_args(argv)
-    return run(lambda: evaluate(a.model, a.dataset, a.split, a.data_dir, a.manual_dir,
-                                    a.batch_size, a.out))
+
+    def command():
+        from keras_cra.training.train import progress_verbosity
+
+        metrics, _ = evaluate(a.model, a.dataset, a.split, a.data_dir, a.manual_dir,
+                              a.batch_size, a.out, verbose=progress_verbosity(None))
+        print_table(f"Evaluation of {a.model} on {a.dataset}:{a.split}", metrics)
+
+    return run(command)

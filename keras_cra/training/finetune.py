@@ -5,6 +5,7 @@ mode); stage 2 unfreezes the backbone and trains everything at a lower LR
 (BatchNorm stays in inference mode, as in Keras' transfer-learning guide).
 """
 
+import argparse
 import dataclasses
 import json
 import os
@@ -95,12 +96,14 @@ def _finetune(config):
         json.dump(dataclasses.asdict(config), f, indent=2)
     with open(os.path.join(config.out, "state.json"), "w") as f:
         json.dump({"epochs_done": config.epochs, "finetune": True}, f)
-    print_table(f"Fine-tuning result ({config.out})", metrics)
     return metrics
 
 
 def build_parser():
-    p = train_lib.build_parser("Fine-tune a pretrained CRA model on a new dataset.")
+    p = argparse.ArgumentParser(
+        description="Fine-tune a pretrained CRA model on a new dataset: a new head on the "
+                    "frozen backbone, then everything at a lower learning rate.")
+    train_lib.add_model_data_and_optimizer_args(p)
     p.add_argument("--weights", required=True,
                    help="a registered weights name (e.g. imagenet) or a .keras/.weights.h5 file")
     p.add_argument("--stage1-epochs", type=int, default=1)
@@ -111,5 +114,9 @@ def build_parser():
 
 def main(argv=None):
     args = build_parser().parse_args(argv)
-    values = {f.name: getattr(args, f.name) for f in dataclasses.fields(FinetuneConfig)}
-    return run(lambda: finetune(FinetuneConfig(**values)))
+    config = train_lib.config_from_args(args, FinetuneConfig)
+
+    def command():
+        print_table(f"Fine-tuning result ({config.out})", finetune(config))
+
+    return run(command)

@@ -6,6 +6,7 @@ import json
 import math
 import os
 import shutil
+import sys
 import time
 
 from keras_cra.cli import check_output_dir, load_keras_model, read_json
@@ -80,8 +81,8 @@ class TrainConfig:
         return out
 
 
-def build_parser(description="Train a CRA model with model.fit."):
-    p = argparse.ArgumentParser(description=description)
+def add_model_data_and_optimizer_args(p):
+    """The flags that training and fine-tuning share."""
     p.add_argument("--model", default="CRAResNet20", help="e.g. CRAResNet20, CRAResNet50")
     p.add_argument("--attention", default="cra", choices=attention_choices())
     p.add_argument("--dataset", default="fashion_mnist",
@@ -96,27 +97,46 @@ def build_parser(description="Train a CRA model with model.fit."):
     p.add_argument("--batch-size", type=int, default=None, help="global batch size")
     p.add_argument("--lr", type=float, default=None)
     p.add_argument("--momentum", type=float, default=None)
-    p.add_argument("--schedule", default="step", choices=["step", "cosine"])
-    p.add_argument("--milestones", type=int, nargs="*", default=None)
     p.add_argument("--warmup-epochs", type=float, default=0.0)
     p.add_argument("--weight-decay", type=float, default=None)
     p.add_argument("--label-smoothing", type=float, default=0.0)
-    p.add_argument("--mixed-precision", default="none",
-                   choices=["none", "mixed_float16", "mixed_bfloat16"])
     p.add_argument("--mix", default=None, choices=["mixup", "cutmix"])
     p.add_argument("--randaugment", action="store_true")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--strategy", default="auto", choices=["auto", "mirrored", "multiworker"])
     p.add_argument("--out", default="runs/default", help="run folder")
-    p.add_argument("--resume", action="store_true", help="resume the run in --out")
     p.add_argument("--jit-compile", action="store_true")
-    p.add_argument("--verbose", type=int, default=1)
+    p.add_argument("--verbose", type=int, default=None, choices=[0, 1, 2],
+                   help="0 silent, 1 a progress bar per step, 2 one line per epoch "
+                        "(default: 1 in a terminal, else 2)")
+
+
+def build_parser():
+    p = argparse.ArgumentParser(description="Train a CRA model with model.fit.")
+    add_model_data_and_optimizer_args(p)
+    p.add_argument("--schedule", default="step", choices=["step", "cosine"])
+    p.add_argument("--milestones", type=int, nargs="*", default=None)
+    p.add_argument("--mixed-precision", default="none",
+                   choices=["none", "mixed_float16", "mixed_bfloat16"])
+    p.add_argument("--strategy", default="auto", choices=["auto", "mirrored", "multiworker"])
+    p.add_argument("--resume", action="store_true", help="resume the run in --out")
     return p
 
 
-def config_from_args(args):
-    values = {f.name: getattr(args, f.name) for f in dataclasses.fields(TrainConfig)}
-    return TrainConfig(**values)
+def progress_verbosity(verbose=None):
+    """Keras' `verbose`: as given, else a progress bar in a terminal and one line per epoch
+    in a log file or pipe."""
+    if verbose is not None:
+        return verbose
+    return 1 if sys.stdout.isatty() else 2
+
+
+def config_from_args(args, config_class=None):
+    """A config from parsed flags; fields without a flag keep their defaults."""
+    config_class = config_class or TrainConfig
+    values = {f.name: getattr(args, f.name) for f in dataclasses.fields(config_class)
+              if hasattr(args, f.name)}
+    values["verbose"] = progress_verbosity(values.get("verbose"))
+    return config_class(**values)
 
 
 def _finite(name, value, low=None, high=None, low_open=False, high_open=True):
@@ -424,7 +444,6 @@ def _train(config, initial_epoch, extra_callbacks):
     }
     with open(os.path.join(out, "metrics.json"), "w") as f:
         json.dump(metrics, f, indent=2)
-    print_table(f"Final evaluation ({out})", metrics)
     return metrics
 
 
@@ -447,6 +466,7 @@ def config_for_resume(args, given, config_class=None):
     names = {f.name for f in dataclasses.fields(config_class)}
     values = {k: v for k, v in saved.items() if k in names}
     values.update({k: getattr(args, k) for k in names if k in given or k not in values})
+    values["verbose"] = progress_verbosity(getattr(args, "verbose", None))
     return config_class(**values)
 
 
@@ -461,6 +481,6 @@ def main(argv=None):
             config = config_for_resume(args, given_flags(parser, argv))
         else:
             config = config_from_args(args)
-        train(config)
+        print_table(f"Final evaluation ({config.out})", train(config))
 
     return run_cli(command)

@@ -9,6 +9,7 @@ import pytest
 
 from keras_cra.export import ExportError, export_model, tflite
 from keras_cra.export import exporter
+from keras_cra.export import verify as verify_lib
 from tests.helpers import own_stderr_lines
 
 # Tests sharing the trained model run on one xdist worker (make test: --dist loadgroup).
@@ -64,7 +65,7 @@ def test_export_trained_cra_resnet20(trained_cra20, tfds_dir, tmp_path):
     assert (out / "labels.txt").read_text().splitlines()[9] == "Ankle boot"
     assert metadata["input_size"] == [28, 28, 3]
     # Reload and run each artifact on real images.
-    x, y, _ = exporter.validation_data(keras.saving.load_model(trained_cra20), "fashion_mnist",
+    x, y, _ = verify_lib.validation_data(keras.saving.load_model(trained_cra20), "fashion_mnist",
                                        "test", tfds_dir, 64)
     for v in VARIANTS:
         probs = tflite.run(str(out / f"model_{v}.tflite"), x)
@@ -96,6 +97,7 @@ def test_saved_model_serves_raw_pixels_without_keras_cra(trained_cra20, tfds_dir
     np.testing.assert_allclose(np.load(tmp_path / "served.npy"), expected, atol=1e-5)
 
 
+@pytest.mark.slow  # a full ResNet-50 export: about 90 s on 2 cores
 def test_export_cra_resnet50_imagenet_size(tmp_path):
     from keras_cra.applications import CRAResNet50
 
@@ -204,3 +206,55 @@ def test_cli(trained_cra20, tfds_dir, tmp_path):
     lines = own_stderr_lines(again.stderr)
     assert again.returncode == 2 and len(lines) == 1 and lines[0].startswith("error:"), lines
     assert "holds an earlier export; pass overwrite=True (--overwrite)" in lines[0]
+
+
+def test_classify_app_with_every_kind_of_model(trained_cra20, tfds_dir, tmp_path, capsys):
+    """applications/classify.py on real Fashion-MNIST test images (PNG files), with the
+    export's .tflite (float32 and int8), its SavedModel and the .keras file."""
+    from PIL import Image
+
+    from keras_cra import data, inference
+
+    ds, info = data.load("fashion_mnist", "test[:12]", tfds_dir)
+    folder = tmp_path / "images"
+    folder.mkdir()
+    truth = []
+    for i, (image, label) in enumerate(ds):
+        Image.fromarray(image.numpy()[..., 0]).save(folder / f"{i:02d}.png")
+        truth.append(info.class_names[int(label)])
+    out = tmp_path / "export"
+    export_model(trained_cra20, out, dataset="fashion_mnist", data_dir=tfds_dir,
+                 verify_examples=64, calibration_batches=2, variants=("float32", "int8"),
+                 latency_repeats=1)
+    paths = inference.image_paths(str(folder))
+    assert len(paths) == 12
+    results = {}
+    for model in (out / "model_float32.tflite", out / "model_int8.tflite", out / "saved_model",
+                  trained_cra20):
+        classifier = inference.load_classifier(str(model))
+        assert classifier.labels == info.class_names  # labels.txt / the run's config.json
+        results[classifier.kind + str(model)[-10:]] = inference.classify(classifier, paths)
+    keras_top1 = [r["top"][0][0] for r in results["keras" + trained_cra20[-10:]]]
+    assert np.mean([p == t for p, t in zip(keras_top1, truth)]) >= 0.6
+    for name, rows in results.items():
+        assert [r["top"][0][0] for r in rows] == keras_top1 or "int8" in name, name
+        assert all(len(r["top"]) == 5 and r["latency_ms"] > 0 for r in rows)
+        assert all(abs(sum(p for _, p in r["top"]) - 1) < 0.2 for r in rows)
+    # The CLI prints the same top-1 for each image.
+    script = os.path.join(ROOT, "applications", "classify.py")
+    done = subprocess.run([sys.executable, script, str(folder), "--model",
+                           str(out / "model_float32.tflite"), "--top", "1"],
+                          capture_output=True, text=True, cwd=ROOT,
+                          env=dict(os.environ, PYTHONPATH=ROOT), timeout=300)
+    assert done.returncode == 0, own_stderr_lines(done.stderr)
+    printed = [l.split("%", 1)[1].strip() for l in done.stdout.splitlines() if "%" in l]
+    assert printed == keras_top1
+    # Bad input: one error line each.
+    for argv, message in (([str(folder / "nope.png"), "--model", trained_cra20],
+                           "The image does not exist"),
+                          ([str(tmp_path), "--model", trained_cra20], "holds no"),
+                          ([str(folder), "--model", str(tmp_path / "m.onnx")],
+                           "--model does not exist")):
+        assert inference.main(argv) == 2
+        err = [l for l in capsys.readouterr().err.splitlines() if l.strip()]
+        assert len(err) == 1 and message in err[0], err

@@ -36,7 +36,8 @@ def test_short_real_run(tfds_dir, tmp_path):
         losses = [float(r["loss"]) for r in csv.DictReader(f)]
     assert len(losses) == 3 and losses[-1] < losses[0]
     saved = json.loads((out / "metrics.json").read_text())
-    assert saved == metrics and 0 <= saved["top1"] <= saved["top5"] <= 1
+    # 3 epochs on 512 images: well above chance (10%), and top-5 >= top-1.
+    assert saved == metrics and 0.2 < saved["top1"] <= saved["top5"]
     config = json.loads((out / "config.json").read_text())
     assert config["lr"] == 0.1 and config["momentum"] == 0.9 and config["weight_decay"] == 1e-4
     assert config["milestones"] == [82, 123]  # the CIFAR recipe defaults
@@ -185,7 +186,6 @@ def test_finetune_and_evaluate(tfds_dir, tmp_path):
         model="CRAResNet20", weights=str(source), train_split="train[:128]",
         eval_split="test[:64]", epochs=2, batch_size=32, lr=0.01, data_dir=tfds_dir,
         out=str(tmp_path / "ft"), verbose=0))
-    assert 0 <= metrics["top1"] <= 1
     model_path = str(tmp_path / "ft" / "last.keras")
     result, confusion = evaluate_lib.evaluate(model_path, split="test[:64]", data_dir=tfds_dir,
                                               out=str(tmp_path / "ev"))
@@ -279,7 +279,8 @@ def test_main_job_smoke(tfds_dir, tmp_path, capsys):
     assert code == 0
     assert "Export verification" in printed and "keras_cra demo" in printed
     metrics = json.loads((tmp_path / "run" / "metrics.json").read_text())
-    assert metrics["model"] == "CRAResNet20" and 0 <= metrics["top1"] <= 1
+    assert metrics["model"] == "CRAResNet20" and metrics["epochs"] == 1
+    assert metrics["eval_examples"] == 256
     report = json.loads((export_dir / "verification.json").read_text())
     assert set(report["artifacts"]) == {"keras", "saved_model", "float32", "float16",
                                         "dynamic", "int8"}

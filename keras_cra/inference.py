@@ -1,0 +1,217 @@
+"""Classify images with a trained or exported model, as a phone app would.
+
+One loader for the three kinds of file a run or an export leaves: a `.tflite`
+model (run with `ai_edge_litert`, quantized inputs handled), a SavedModel
+folder written by `keras_cra.export` (its `serving_preprocessed`
+signature), and a `.keras` model. Images are preprocessed as evaluation
+preprocesses them (`keras_cra.data`), and the labels come from the export's
+`labels.txt` or the run's `config.json`.
+"""
+
+import dataclasses
+import json
+import os
+import time
+
+import numpy as np
+
+from keras_cra.files import UsageError
+
+
+@dataclasses.dataclass
+class Classifier:
+    """A loaded model: `predict(preprocessed float batch) -> probabilities`.
+
+    Exports (TFLite, SavedModel) output probabilities; a `.keras` model that
+    outputs logits gets a softmax.
+    """
+
+    path: str
+    kind: str  # "tflite", "saved_model" or "keras"
+    input_shape: tuple  # (H, W, C)
+    labels: list
+    predict: object
+
+
+def _labels_near(path, count):
+    """Class names from `labels.txt` (export) or `config.json` (run) beside `path`."""
+    folder = path if os.path.isdir(path) else os.path.dirname(os.path.abspath(path))
+    for candidate in (folder, os.path.dirname(folder)):
+        labels_txt = os.path.join(candidate, "labels.txt")
+        if os.path.isfile(labels_txt):
+            with open(labels_txt) as f:
+                labels = [line.strip() for line in f if line.strip()]
+            if len(labels) == count:
+                return labels
+        config = os.path.join(candidate, "config.json")
+        if os.path.isfile(config):
+            try:
+                with open(config) as f:
+                    names = json.load(f).get("class_names") or []
+            except (OSError, ValueError):
+                names = []
+            if len(names) == count:
+                return list(names)
+    return [f"class_{i}" for i in range(count)]
+
+
+def _read_labels(labels_path, count):
+    try:
+        with open(labels_path) as f:
+            labels = [line.strip() for line in f if line.strip()]
+    except OSError as e:
+        raise UsageError(f"--labels cannot be read ({e.strerror}). "
+                         f"Received: --labels {labels_path}") from e
+    if len(labels) != count:
+        raise UsageError(f"--labels has {len(labels)} names but the model predicts {count} "
+                         f"classes. Received: --labels {labels_path}")
+    return labels
+
+
+def load_classifier(path, labels=None, num_threads=None):
+    """Loads a `.tflite` file, an exported SavedModel folder or a `.keras` file.
+
+    Args:
+        path: the model.
+        labels: optional path of a file with one class name per line
+            (default: the export's `labels.txt` or the run's `config.json`
+            beside the model, else `class_<i>`).
+        num_threads: TFLite interpreter threads (default: all).
+    """
+    path = os.fspath(path)
+    if not os.path.exists(path):
+        raise UsageError(f"--model does not exist. Received: --model {path}")
+    if path.endswith(".tflite") and os.path.isfile(path):
+        from keras_cra.export import tflite
+
+        try:
+            interp = tflite.interpreter(path, num_threads=num_threads)
+            interp.allocate_tensors()
+        except (ValueError, RuntimeError) as e:
+            raise UsageError(f"--model is not a readable TFLite model ({e}). "
+                             f"Received: --model {path}") from e
+        shape = tuple(int(d) for d in interp.get_input_details()[0]["shape"][1:])
+        count = int(interp.get_output_details()[0]["shape"][-1])
+        kind = "tflite"
+
+        def predict(x):
+            return tflite.run(None, x, interp=interp)
+    elif os.path.isdir(path) and os.path.exists(os.path.join(path, "saved_model.pb")):
+        from keras_cra.training.evaluate import load_predictor
+
+        predict, shape = load_predictor(path)
+        count = int(predict(np.zeros((1,) + tuple(shape), "float32")).shape[-1])
+        kind = "saved_model"
+    elif path.endswith(".keras") and os.path.isfile(path):
+        from keras_cra.files import load_keras_model
+
+        from keras_cra.export.serving import outputs_probabilities
+
+        model = load_keras_model(path, "--model")
+        shape = tuple(model.input_shape[1:])
+        count = int(model.output_shape[-1])
+        kind = "keras"
+        logits = not outputs_probabilities(model)
+
+        def predict(x):
+            y = np.asarray(model.predict_on_batch(x), dtype="float64")
+            if logits:
+                y = np.exp(y - y.max(-1, keepdims=True))
+                y /= y.sum(-1, keepdims=True)
+            return y
+    else:
+        raise UsageError("--model must be a .tflite file, an exported SavedModel folder or a "
+                         f".keras file. Received: --model {path}")
+    if any(d is None for d in shape):
+        raise UsageError(f"--model has no fixed input size ({shape}); export it with one. "
+                         f"Received: --model {path}")
+    names = _read_labels(labels, count) if labels else _labels_near(path, count)
+    return Classifier(path, kind, tuple(shape), names, predict)
+
+
+def image_paths(image_or_folder):
+    """The image files to classify: one file, or every image of a folder (sorted)."""
+    from keras_cra.data.pipeline import IMAGE_EXTENSIONS
+
+    if os.path.isdir(image_or_folder):
+        paths = sorted(os.path.join(image_or_folder, f) for f in os.listdir(image_or_folder)
+                       if f.lower().endswith(IMAGE_EXTENSIONS))
+        if not paths:
+            raise UsageError(f"The folder holds no {'/'.join(IMAGE_EXTENSIONS)} images. "
+                             f"Received: {image_or_folder}")
+        return paths
+    if not os.path.isfile(image_or_folder):
+        raise UsageError(f"The image does not exist. Received: {image_or_folder}")
+    return [image_or_folder]
+
+
+def preprocess(path, input_shape):
+    """Decodes an image and preprocesses it as evaluation does, for `input_shape`."""
+    import tensorflow as tf
+
+    from keras_cra.applications import zoo
+    from keras_cra.data.pipeline import augment_fn, normalize
+
+    try:
+        image = tf.io.decode_image(tf.io.read_file(path), expand_animations=False)
+    except tf.errors.OpError as e:
+        raise UsageError(f"{path} cannot be decoded as an image ({e.message}).") from e
+    size, channels = input_shape[0], input_shape[-1]
+    image = augment_fn(zoo.style_for_input(size), size, channels, training=False)(image, None)
+    return normalize(image[None], "torch").numpy().astype("float32")
+
+
+def classify(classifier, paths, top=5):
+    """Top-`top` labels and probabilities, and the latency of each image (batch 1).
+
+    Returns:
+        A list of `{"image", "top": [(label, probability)], "latency_ms"}`.
+    """
+    results = []
+    classifier.predict(preprocess(paths[0], classifier.input_shape))  # warm up
+    for path in paths:
+        x = preprocess(path, classifier.input_shape)
+        start = time.perf_counter()
+        probs = classifier.predict(x)[0]
+        latency = (time.perf_counter() - start) * 1000
+        best = np.argsort(-probs)[:top]
+        results.append({"image": path, "latency_ms": latency,
+                        "top": [(classifier.labels[i], float(probs[i])) for i in best]})
+    return results
+
+
+def build_parser():
+    import argparse
+
+    p = argparse.ArgumentParser(
+        description="Classify images with a trained or exported model and print the top "
+                    "labels and the latency per image.")
+    p.add_argument("images", help="an image file, or a folder of .jpg/.jpeg/.png images")
+    p.add_argument("--model", required=True,
+                   help="a .tflite file, an exported SavedModel folder or a .keras file")
+    p.add_argument("--labels", default=None,
+                   help="class names, one per line (default: labels.txt or config.json "
+                        "beside the model)")
+    p.add_argument("--top", type=int, default=5)
+    p.add_argument("--threads", type=int, default=None, help="TFLite threads (default: all)")
+    return p
+
+
+def main(argv=None):
+    from keras_cra.cli import run
+
+    a = build_parser().parse_args(argv)
+
+    def command():
+        if a.top < 1:
+            raise UsageError(f"--top must be >= 1. Received: --top {a.top}")
+        if a.threads is not None and a.threads < 1:
+            raise UsageError(f"--threads must be >= 1. Received: --threads {a.threads}")
+        paths = image_paths(a.images)
+        classifier = load_classifier(a.model, a.labels, a.threads)
+        for result in classify(classifier, paths, a.top):
+            print(f"{result['image']}  ({result['latency_ms']:.2f} ms, {classifier.kind})")
+            for label, p in result["top"]:
+                print(f"  {p:7.2%}  {label}")
+
+    return run(command)

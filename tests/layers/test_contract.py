@@ -1,0 +1,117 @@
+"""Every registered attention layer keeps the layer contract (tests/layers/contract.py)."""
+
+import importlib.util
+import os
+import subprocess
+import sys
+import textwrap
+
+import numpy as np
+import pytest
+
+from keras_cra.layers import ATTENTIONS
+from tests.layers import contract
+
+NAMES = sorted(ATTENTIONS)
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_shapes_both_formats(name):
+    contract.check_shapes_both_formats(name)
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_serialization(name, tmp_path):
+    contract.check_serialization(name, tmp_path)
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_regularizer_and_constraint(name):
+    contract.check_regularizer_and_constraint(name)
+
+
+@pytest.mark.parametrize("policy", ["mixed_float16", "mixed_bfloat16"])
+@pytest.mark.parametrize("name", NAMES)
+def test_mixed_precision(name, policy):
+    contract.check_mixed_precision(name, policy)
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_trainable(name):
+    contract.check_trainable(name)
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_channels_fixed_after_build(name):
+    contract.check_channels_fixed_after_build(name)
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_bad_data_format(name):
+    contract.check_bad_data_format(name)
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_macs(name):
+    contract.check_macs(name)
+
+
+BACKEND_SCRIPT = textwrap.dedent(
+    """
+    import json, sys, numpy as np, keras
+    from keras_cra.layers import ATTENTIONS, get_attention
+    assert keras.backend.backend() == "{backend}"
+    weights, x = np.load(sys.argv[1], allow_pickle=True), np.load(sys.argv[2])
+    out = {{}}
+    for name in sorted(ATTENTIONS):
+        layer = get_attention(name)
+        layer.build(x.shape)
+        layer.set_weights(list(weights.item()[name]))
+        out[name] = keras.ops.convert_to_numpy(layer(x)).tolist()
+    # CRA at every kind of map size (strided, 7d+1, gather, smaller than 7) against NumPy.
+    from keras_cra.layers import CRA
+    from tests.references import cra_nhwc
+    rng = np.random.default_rng(0)
+    for h, w in [(56, 56), (8, 10), (64, 15), (3, 3), (1, 1)]:
+        xs = rng.normal(size=(2, h, w, 6)).astype("float32")
+        layer = CRA()
+        layer.build(xs.shape)
+        k = rng.normal(size=(7, 7, 6, 1)).astype("float32")
+        b = rng.normal(size=(6,)).astype("float32")
+        layer.set_weights([k, b])
+        np.testing.assert_allclose(keras.ops.convert_to_numpy(layer(xs)), cra_nhwc(xs, k, b),
+                                   rtol=1e-5, atol=1e-6)
+    print(json.dumps(out))
+    """
+)
+
+
+@pytest.mark.parametrize("backend", ["torch", "jax"])
+def test_same_numbers_on_other_backends(backend, tmp_path):
+    """keras.ops only: JAX and PyTorch give TensorFlow's numbers with the same weights."""
+    import json
+
+    import keras
+
+    from keras_cra.layers import get_attention
+
+    if importlib.util.find_spec(backend) is None:
+        pytest.skip(f"{backend} is not installed (optional)")
+    x = contract.images((2, 15, 8, 16))
+    weights, expected = {}, {}
+    for name in NAMES:
+        layer = get_attention(name)
+        expected[name] = keras.ops.convert_to_numpy(layer(x))
+        weights[name] = layer.get_weights()
+    np.save(tmp_path / "w.npy", np.array(weights, dtype=object), allow_pickle=True)
+    np.save(tmp_path / "x.npy", x)
+    root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    done = subprocess.run(
+        [sys.executable, "-c", BACKEND_SCRIPT.format(backend=backend),
+         str(tmp_path / "w.npy"), str(tmp_path / "x.npy")],
+        env=dict(os.environ, KERAS_BACKEND=backend, PYTHONPATH=root), cwd=root,
+        capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    got = json.loads(done.stdout.strip().splitlines()[-1])
+    for name in NAMES:
+        np.testing.assert_allclose(np.array(got[name]), expected[name], rtol=1e-5, atol=1e-5)
