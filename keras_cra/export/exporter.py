@@ -167,7 +167,9 @@ def export_model(
 
         report = verify_lib.verify(artifacts, keras_fn, x_val, y_val, keras_probs,
                                    latency_repeats=latency_repeats)
-        if shape[0] >= 64 and shape[-1] == 3:
+        from keras_cra.applications import zoo
+
+        if zoo.style_for_input(shape[0]) == "imagenet" and shape[-1] == 3:
             report["photos"] = verify_lib.verify_photos(artifacts, model, from_uint8)
         report["summary"] = verify_lib.summarize(report, max_int8_drop)
         write_sidecars(tmp, model, class_names, artifacts, report, source_name, integer_io)

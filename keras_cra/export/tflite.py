@@ -5,6 +5,10 @@ import numpy as np
 from keras_cra.export.base import ExportError, ExportFormat
 
 
+# What `convert` can do; each is registered as an export format in formats.py.
+QUANTIZATIONS = ("float32", "float16", "dynamic", "int8")
+
+
 class UnsupportedOpsError(ValueError):
     """The model needs ops outside the TFLite builtin set."""
 
@@ -62,10 +66,10 @@ def convert(
     """
     import tensorflow as tf
 
-    if quantization not in ("float32", "float16", "dynamic", "int8"):
+    if quantization not in QUANTIZATIONS:
         raise ValueError(
-            "`quantization` must be one of 'float32', 'float16', 'dynamic', "
-            f"'int8'. Received: quantization={quantization!r}"
+            f"`quantization` must be one of {QUANTIZATIONS}. "
+            f"Received: quantization={quantization!r}"
         )
     if integer_io not in ("float", "int8", "uint8"):
         raise ValueError(

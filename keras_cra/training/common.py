@@ -98,8 +98,7 @@ def configure_determinism(seed):
     import tensorflow as tf
 
     keras.utils.set_random_seed(seed)
-    if not tf.config.is_op_determinism_enabled():
-        tf.config.experimental.enable_op_determinism()
+    tf.config.experimental.enable_op_determinism()  # idempotent
 
 
 def print_table(title, rows):

@@ -16,7 +16,7 @@ from tests.helpers import own_stderr_lines
 pytestmark = pytest.mark.xdist_group("trained_cra20")
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-VARIANTS = ("float32", "float16", "dynamic", "int8")
+VARIANTS = exporter.TFLITE_VARIANTS
 
 
 @pytest.fixture(scope="module")
@@ -225,7 +225,7 @@ def test_classify_app_with_every_kind_of_model(trained_cra20, tfds_dir, tmp_path
     out = tmp_path / "export"
     export_model(trained_cra20, out, dataset="fashion_mnist", data_dir=tfds_dir,
                  verify_examples=64, calibration_batches=2, variants=("float32", "int8"),
-                 latency_repeats=1)
+                 latency_repeats=1, max_int8_drop=None)
     paths = inference.image_paths(str(folder))
     assert len(paths) == 12
     results = {}
