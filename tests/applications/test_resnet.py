@@ -38,10 +38,11 @@ def test_parameter_counts(model_name, plain, cra):
         assert sum(l.count_params() for l in blocks) == cra - plain
 
 
-# The default suite runs the full contract on one model of each kind of row (CIFAR basic,
-# ImageNet basic, ImageNet bottleneck); every other row shares their code paths, and its
-# contract (30 s to a minute each on 2 cores) is opt-in (make test-all).
-DEFAULT_CONTRACT = {"CRAResNet20", "CRAResNet18", "CRAResNet50"}
+# The default suite runs the full contract on a CIFAR row and an ImageNet row; every other
+# row shares their code paths (bottleneck blocks: the conversion tests compare CRA-ResNet-50
+# and ResNeXt-50 logits with PyTorch), and its contract (30 s to a minute each on 2 cores)
+# is opt-in (make test-all).
+DEFAULT_CONTRACT = {"CRAResNet20", "CRAResNet18"}
 
 
 @pytest.mark.parametrize(
@@ -306,10 +307,15 @@ def test_seeded_build_is_identical_across_processes():
     code = _SEEDED_BUILD
     late = code.replace("keras.utils.set_random_seed(7)\nimport keras_cra.applications as A",
                         "import keras_cra.applications as A\nkeras.utils.set_random_seed(7)")
-    other = code.replace("(7)", "(8)")
-    first, second, third = [
+    first, second = [
         subprocess.run([sys.executable, "-c", c], capture_output=True, text=True,
-                       check=True).stdout.split() for c in (code, late, other)]
+                       check=True).stdout.split() for c in (code, late)]
     assert len(first) == 2 and all(len(d) == 64 for d in first)
     assert first == second
-    assert not set(first) & set(third)
+    # Another seed gives other weights (here, in this process).
+    import hashlib
+
+    keras.utils.set_random_seed(8)
+    other = A.CRAResNet20(attention="cra", classes=10)
+    digest = hashlib.sha256(b"".join(np.asarray(w).tobytes() for w in other.get_weights()))
+    assert digest.hexdigest() != first[0]

@@ -210,7 +210,7 @@ def test_cli(trained_cra20, tfds_dir, tmp_path):
 
 def test_classify_app_with_every_kind_of_model(trained_cra20, tfds_dir, tmp_path, capsys):
     """applications/classify.py on real Fashion-MNIST test images (PNG files), with the
-    export's .tflite (float32 and int8), its SavedModel and the .keras file."""
+    export's .tflite, its SavedModel and the .keras file."""
     from PIL import Image
 
     from keras_cra import data, inference
@@ -224,20 +224,19 @@ def test_classify_app_with_every_kind_of_model(trained_cra20, tfds_dir, tmp_path
         truth.append(info.class_names[int(label)])
     out = tmp_path / "export"
     export_model(trained_cra20, out, dataset="fashion_mnist", data_dir=tfds_dir,
-                 verify_examples=64, calibration_batches=2, variants=("float32", "int8"),
-                 latency_repeats=1, max_int8_drop=None)
+                 verify_examples=64, calibration_batches=1, variants=("float32",),
+                 latency_repeats=1)
     paths = inference.image_paths(str(folder))
     assert len(paths) == 12
     results = {}
-    for model in (out / "model_float32.tflite", out / "model_int8.tflite", out / "saved_model",
-                  trained_cra20):
+    for model in (out / "model_float32.tflite", out / "saved_model", trained_cra20):
         classifier = inference.load_classifier(str(model))
         assert classifier.labels == info.class_names  # labels.txt / the run's config.json
         results[classifier.kind + str(model)[-10:]] = inference.classify(classifier, paths)
     keras_top1 = [r["top"][0][0] for r in results["keras" + trained_cra20[-10:]]]
     assert np.mean([p == t for p, t in zip(keras_top1, truth)]) >= 0.6
     for name, rows in results.items():
-        assert [r["top"][0][0] for r in rows] == keras_top1 or "int8" in name, name
+        assert [r["top"][0][0] for r in rows] == keras_top1, name
         assert all(len(r["top"]) == 5 and r["latency_ms"] > 0 for r in rows)
         assert all(abs(sum(p for _, p in r["top"]) - 1) < 0.2 for r in rows)
     # The CLI prints the same top-1 for each image.
