@@ -2,5 +2,6 @@
 
 from keras_cra import applications
 from keras_cra import layers
+from keras_cra.attach import add_attention
 
 __version__ = "0.1.0"

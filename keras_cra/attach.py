@@ -1,0 +1,246 @@
+"""Add channel attention to any Keras functional or Sequential CNN."""
+
+import keras
+
+from keras_cra.layers.registry import canonical_attention_name, get_attention
+
+PLACEMENTS = ("residual", "after")
+NEAR_IDENTITY_BIAS = 10.0  # sigmoid(10) = 0.99995
+
+
+def _history(tensor):
+    history = getattr(tensor, "_keras_history", None)
+    return history.operation if history is not None else None
+
+
+def _parents(tensor):
+    """The input tensors of the operation that made `tensor` (in its own graph)."""
+    operation = _history(tensor)
+    if operation is None:
+        return []
+    node = operation._inbound_nodes[tensor._keras_history.node_index]
+    return list(node.input_tensors)
+
+
+def _longest_paths(tensor):
+    """`{id(ancestor): number of layers on the longest path from it to tensor}`."""
+    best = {id(tensor): 0}
+    order, stack, seen = [], [tensor], set()
+    while stack:  # every ancestor, each once
+        t = stack.pop()
+        if id(t) in seen:
+            continue
+        seen.add(id(t))
+        order.append(t)
+        stack.extend(_parents(t))
+    # Longest path: relax in reverse topological order (children before parents).
+    pending = {id(t): 0 for t in order}
+    for t in order:
+        for p in _parents(t):
+            pending[id(p)] += 1
+    ready = [tensor]
+    while ready:
+        t = ready.pop()
+        for p in _parents(t):
+            best[id(p)] = max(best.get(id(p), 0), best[id(t)] + 1)
+            pending[id(p)] -= 1
+            if pending[id(p)] == 0:
+                ready.append(p)
+    return best
+
+
+def residual_input_index(add_node):
+    """Which input of a two-input `Add` node is the residual branch, or `None`.
+
+    The skip input is the one the other branch starts from: an identity
+    skip is an ancestor of the residual branch; a projection skip and the
+    residual branch start from the same tensor (the block input), and the
+    residual branch is the longer of the two (more layers).
+    """
+    inputs = list(add_node.input_tensors)
+    if len(inputs) != 2:
+        return None
+    paths = [_longest_paths(t) for t in inputs]
+    if id(inputs[0]) in paths[1]:
+        return 1
+    if id(inputs[1]) in paths[0]:
+        return 0
+    common = set(paths[0]) & set(paths[1])
+    if not common:
+        return None
+    # The block input: the common ancestor closest to the add.
+    start = min(common, key=lambda k: paths[0][k] + paths[1][k])
+    lengths = paths[0][start], paths[1][start]
+    if lengths[0] == lengths[1]:
+        return None
+    return 0 if lengths[0] > lengths[1] else 1
+
+
+def _functional(model):
+    """A functional (graph) model that is not a Sequential."""
+    return (isinstance(model, keras.Model) and not isinstance(model, keras.Sequential)
+            and hasattr(model, "_nodes_by_depth"))
+
+
+def _plan(model, placement, names, plan, seen_adds):
+    """Fills `plan[id(layer)] = residual input index` (or `"after"`) for every layer of
+    `model` and of the graph models nested in it."""
+    for layer in model.layers:
+        if isinstance(layer, keras.Sequential) or _functional(layer):
+            _plan(layer, placement, names, plan, seen_adds)
+            continue
+        if placement == "after":
+            if layer.name in names:
+                plan[id(layer)] = "after"
+                names.discard(layer.name)
+        elif isinstance(layer, keras.layers.Add):
+            seen_adds.append(layer.name)
+            if isinstance(model, keras.Sequential):
+                continue
+            index = residual_input_index(layer._inbound_nodes[0])
+            if index is not None:
+                plan[id(layer)] = index
+
+
+def _attention_name(layer_name, suffix):
+    base = layer_name[: -len("_add")] if layer_name.endswith("_add") else layer_name
+    return f"{base}_{suffix}"
+
+
+def add_attention(model, attention="cra", attention_kwargs=None, placement="residual",
+                  layers=None, near_identity=False):
+    """Returns `model` with a channel attention layer at every residual block.
+
+    Every existing layer object, and so every weight, is kept: pretrained
+    weights stay pretrained. Only the attention layers are new.
+
+    Args:
+        model: a Keras functional or Sequential model (models nested in it,
+            such as a `keras.applications` backbone inside a Sequential, are
+            handled too).
+        attention: a registered attention name (`"cra"`, `"se"`, `"eca"`)
+            or a Keras layer used as a template (see `get_attention`).
+        attention_kwargs: optional arguments of the attention layers.
+        placement: `"residual"`: on every `Add` that merges a skip
+            connection, on the residual branch, after its last layer and
+            before the addition (the paper's place). The skip input is
+            found from the graph, not from layer names. `"after"`: after
+            each layer named in `layers`.
+        layers: with `placement="after"`, the names of the layers to follow.
+        near_identity: start every gate at about 1 (CRA and SE: zero kernel
+            and bias 10, a gate of 0.99995), so that the new model computes
+            almost the same function as `model` at step 0. ECA has no bias,
+            so its gate cannot start near 1: an error.
+
+    Returns:
+        A new `keras.Model` sharing `model`'s layers.
+
+    Example:
+
+    >>> backbone = keras.applications.MobileNetV2(weights=None, input_shape=(96, 96, 3))
+    >>> cra = keras_cra.add_attention(backbone, "cra", near_identity=True)
+
+    Reference:
+        - [Shen & Wen, Convolutional Neural Network optimization via Channel
+          Reassessment Attention module, 2020](https://arxiv.org/abs/2010.05605)
+    """
+    if not isinstance(model, keras.Model):
+        raise ValueError(f"`model` must be a keras.Model. Received: model={model!r}")
+    if not (isinstance(model, keras.Sequential) or _functional(model)):
+        raise ValueError(
+            "`model` must be a functional or Sequential model (a subclassed model has no "
+            f"graph to insert layers into). Received: model={model.name!r} "
+            f"({type(model).__name__})"
+        )
+    if placement not in PLACEMENTS:
+        raise ValueError(f"`placement` must be one of {PLACEMENTS}. "
+                         f"Received: placement={placement!r}")
+    if isinstance(attention, keras.layers.Layer):
+        suffix = "attention"
+    else:
+        suffix = canonical_attention_name(attention)
+        if suffix is None:
+            raise ValueError("`attention` must be an attention, not None. "
+                             f"Received: attention={attention!r}")
+    attention_kwargs = dict(attention_kwargs or {})
+    names = set(layers or ())
+    if placement == "after" and not names:
+        raise ValueError("`placement='after'` needs `layers`, the names of the layers to "
+                         f"follow. Received: layers={layers!r}")
+    if placement == "residual" and layers:
+        raise ValueError("`layers` is only used with `placement='after'`. "
+                         f"Received: layers={layers!r}")
+
+    if near_identity:  # fail before rebuilding anything
+        probe = get_attention(attention, **attention_kwargs)
+        probe.build((1, 7, 7, 8) if probe.data_format == "channels_last" else (1, 8, 7, 7))
+        _start_near_identity(probe)
+    plan, adds = {}, []
+    _plan(model, placement, names, plan, adds)
+    if placement == "after" and names:
+        raise ValueError(f"No layer named {sorted(names)} in the model. "
+                         f"Received: layers={list(layers)!r}")
+    if not plan:
+        raise ValueError(
+            f"No place found for placement={placement!r}: the model has {len(adds)} `Add` "
+            "layers, none of which merges a skip connection with a residual branch. Pass "
+            "`placement='after', layers=[...]` to choose the places. "
+            f"Received: model={model.name!r}"
+        )
+    created = []
+
+    def attend(x, name):
+        layer = get_attention(attention, name=name, **attention_kwargs)
+        created.append(layer)
+        return layer(x)
+
+    def call_function(layer, *args, **kwargs):
+        step = plan.get(id(layer))
+        if step is None:
+            return layer(*args, **kwargs)
+        if step == "after":
+            return attend(layer(*args, **kwargs), f"{layer.name}_{suffix}")
+        inputs = list(args[0])
+        inputs[step] = attend(inputs[step], _attention_name(layer.name, suffix))
+        return layer(inputs, *args[1:], **kwargs)
+
+    new = _rebuild(model, call_function)
+    if near_identity:
+        for layer in created:
+            _start_near_identity(layer)
+    return new
+
+
+def _rebuild(model, call_function):
+    """`model` with the same layer objects, each call going through `call_function`."""
+    if isinstance(model, keras.Sequential):
+        inner = [_rebuild(l, call_function)
+                 if isinstance(l, keras.Sequential) or _functional(l) else l
+                 for l in model.layers]
+        return keras.Sequential([keras.Input(model.input_shape[1:])] + inner,
+                                name=model.name)
+
+    def clone_function(layer):
+        if isinstance(layer, keras.Sequential) or _functional(layer):
+            return _rebuild(layer, call_function)
+        return layer
+
+    return keras.models.clone_model(model, clone_function=clone_function,
+                                    call_function=call_function)
+
+
+def _start_near_identity(layer):
+    weights = {w.name: w for w in layer.weights}
+    if "bias" in weights and "kernel" in weights:  # CRA
+        weights["kernel"].assign(keras.ops.zeros_like(weights["kernel"]))
+        weights["bias"].assign(keras.ops.full_like(weights["bias"], NEAR_IDENTITY_BIAS))
+    elif "excite_bias" in weights:  # SE
+        weights["excite_kernel"].assign(keras.ops.zeros_like(weights["excite_kernel"]))
+        weights["excite_bias"].assign(
+            keras.ops.full_like(weights["excite_bias"], NEAR_IDENTITY_BIAS))
+    else:
+        raise ValueError(
+            f"`near_identity=True` needs a gate with a bias to start at 1; "
+            f"{type(layer).__name__} has none (ECA's gate is sigmoid(0) = 0.5 with a zero "
+            f"kernel). Received: attention={type(layer).__name__}"
+        )

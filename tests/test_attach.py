@@ -1,0 +1,134 @@
+"""keras_cra.add_attention: CRA (or SE/ECA) in any Keras functional or Sequential CNN."""
+
+import numpy as np
+import keras
+import pytest
+
+import keras_cra
+import keras_cra.applications as A
+from keras_cra.applications.weights import copy_weights_by_name
+from keras_cra.layers import ChannelReassessmentAttention, SqueezeExcitation
+
+
+def images(size, n=2, seed=0):
+    return np.random.default_rng(seed).normal(size=(n, size, size, 3)).astype("float32")
+
+
+@pytest.mark.parametrize("name", ["CRAResNet20", "CRAResNet50", "CRAResNeXt50"])
+def test_the_rule_is_the_papers(name):
+    """On the plain zoo backbone, add_attention gives the zoo's CRA model: same parameters,
+    the CRA layers at the same places, equal outputs once the weights are copied."""
+    plain = A.get_model(name, attention=None, include_top=False, input_shape=(32, 32, 3))
+    reference = A.get_model(name, attention="cra", include_top=False, input_shape=(32, 32, 3))
+    new = keras_cra.add_attention(plain, "cra")
+    assert new.count_params() == reference.count_params()
+    names = lambda m: [l.name for l in m.layers if isinstance(l, ChannelReassessmentAttention)]  # noqa: E731
+    assert sorted(names(new)) == sorted(names(reference)) and names(new)
+    # Each CRA layer reads the last BatchNorm of its block's residual branch.
+    for layer in new.layers:
+        if isinstance(layer, ChannelReassessmentAttention):
+            source = layer._inbound_nodes[0].input_tensors[0]._keras_history.operation
+            assert isinstance(source, keras.layers.BatchNormalization)
+            assert source.name == reference.get_layer(layer.name)._inbound_nodes[0] \
+                .input_tensors[0]._keras_history.operation.name
+    copy_weights_by_name(reference, new)
+    x = images(32)
+    np.testing.assert_allclose(new(x), reference(x), rtol=1e-6, atol=1e-6)
+    # The backbone's layer objects (and so its weights) are kept.
+    assert new.get_layer("conv1_conv") is plain.get_layer("conv1_conv")
+
+
+@pytest.mark.parametrize("attention, cls", [("cra", ChannelReassessmentAttention),
+                                            ("se", SqueezeExcitation)])
+def test_keras_applications_mobilenetv2_near_identity(attention, cls):
+    base = keras.applications.MobileNetV2(weights=None, include_top=False,
+                                          input_shape=(64, 64, 3))
+    new = keras_cra.add_attention(base, attention, near_identity=True)
+    found = [l for l in new.layers if isinstance(l, cls)]
+    adds = [l for l in base.layers if isinstance(l, keras.layers.Add)]
+    assert len(found) == len(adds) == 10  # every inverted-residual add
+    x = images(64)
+    a, b = base(x).numpy(), new(x).numpy()
+    assert np.abs(a - b).max() <= 0.01 * np.abs(a).max()
+    assert not np.array_equal(a, b)  # the gates are there (0.99995, not 1)
+
+
+def test_sequential_with_a_nested_backbone():
+    backbone = keras.applications.ResNet50(weights=None, include_top=False,
+                                           input_shape=(64, 64, 3))
+    model = keras.Sequential([keras.Input((64, 64, 3)), backbone,
+                              keras.layers.GlobalAveragePooling2D(), keras.layers.Dense(3)])
+    new = keras_cra.add_attention(model, "cra", near_identity=True)
+    inner = new.layers[0]
+    cra = [l for l in inner.layers if isinstance(l, ChannelReassessmentAttention)]
+    assert len(cra) == 16  # ResNet-50: 3 + 4 + 6 + 3 blocks
+    assert new.count_params() - model.count_params() == sum(
+        c * 50 for c in [256] * 3 + [512] * 4 + [1024] * 6 + [2048] * 3)
+    x = images(64)
+    a, b = model(x).numpy(), new(x).numpy()
+    assert np.abs(a - b).max() <= 0.01 * np.abs(a).max()
+    assert new.layers[-1] is model.layers[-1]
+
+
+def _plain_cnn():
+    inputs = keras.Input((16, 16, 3))
+    x = keras.layers.Conv2D(8, 3, name="conv_a")(inputs)
+    x = keras.layers.Conv2D(8, 3, name="conv_b")(x)
+    x = keras.layers.GlobalAveragePooling2D()(x)
+    return keras.Model(inputs, keras.layers.Dense(2)(x), name="plain_cnn")
+
+
+def test_placement_after_named_layers():
+    new = keras_cra.add_attention(_plain_cnn(), "cra", placement="after",
+                                  layers=["conv_a", "conv_b"])
+    assert [l.name for l in new.layers if isinstance(l, ChannelReassessmentAttention)] == [
+        "conv_a_cra", "conv_b_cra"]
+    assert new.get_layer("conv_b")._inbound_nodes[-1].input_tensors[0]._keras_history \
+        .operation.name == "conv_a_cra"
+
+
+def test_round_trip_fit_and_tflite(tmp_path):
+    from keras_cra.export import tflite
+
+    new = keras_cra.add_attention(A.CRAResNet20(attention=None, classes=3), "cra")
+    path = tmp_path / "m.keras"
+    new.save(path)
+    restored = keras.saving.load_model(path)
+    x = images(32, n=4)
+    np.testing.assert_allclose(restored.predict(x, verbose=0), new.predict(x, verbose=0),
+                               atol=1e-6)
+    new.compile("sgd", "sparse_categorical_crossentropy")
+    before = new.get_layer("conv2_block1_cra").kernel.numpy().copy()
+    new.fit(x, np.array([0, 1, 2, 0]), epochs=1, verbose=0)
+    assert not np.array_equal(before, new.get_layer("conv2_block1_cra").kernel.numpy())
+    flat = tflite.convert(new, "float32")
+    assert not any("Flex" in op for op in tflite.op_names(flat))
+    np.testing.assert_allclose(tflite.run(flat, x), new.predict(x, verbose=0), atol=1e-4)
+
+
+class Subclassed(keras.Model):
+    def __init__(self):
+        super().__init__()
+        self.conv = keras.layers.Conv2D(4, 3)
+
+    def call(self, x):
+        return self.conv(x)
+
+
+@pytest.mark.parametrize("kwargs, match", [
+    (dict(model=Subclassed()), r"subclassed model has no graph.*Received: model="),
+    (dict(model=_plain_cnn()), r"placement='residual'.*0 `Add` layers.*layers=\[\.\.\.\]"),
+    (dict(model=_plain_cnn(), placement="after", layers=["conv_z"]),
+     r"No layer named \['conv_z'\].*Received: layers="),
+    (dict(model=_plain_cnn(), attention="cbam"), r"Received: attention='cbam'"),
+    (dict(model=_plain_cnn(), placement="before"), r"Received: placement='before'"),
+    (dict(model=_plain_cnn(), placement="after"), r"needs `layers`"),
+])
+def test_clear_errors(kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        keras_cra.add_attention(**kwargs)
+
+
+def test_near_identity_needs_a_bias():
+    with pytest.raises(ValueError, match="ECA's gate is sigmoid\\(0\\) = 0.5"):
+        keras_cra.add_attention(A.CRAResNet20(attention=None), "eca", near_identity=True)
