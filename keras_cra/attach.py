@@ -82,10 +82,18 @@ def _functional(model):
             and hasattr(model, "_nodes_by_depth"))
 
 
+def _is_add(operation):
+    """An `Add` layer, or the `+` of two Keras tensors (the `keras.ops` Add operation)."""
+    return isinstance(operation, keras.layers.Add) or (
+        type(operation).__name__ == "Add"
+        and type(operation).__module__.startswith("keras.src.ops"))
+
+
 def _plan(model, placement, names, plan, seen_adds):
     """Fills `plan[id(layer)] = residual input index` (or `"after"`) for every layer of
     `model` and of the graph models nested in it."""
-    for layer in model.layers:
+    operations = model.layers if isinstance(model, keras.Sequential) else model.operations
+    for layer in operations:
         if isinstance(layer, keras.Sequential) or _functional(layer):
             _plan(layer, placement, names, plan, seen_adds)
             continue
@@ -93,7 +101,7 @@ def _plan(model, placement, names, plan, seen_adds):
             if layer.name in names:
                 plan[id(layer)] = "after"
                 names.discard(layer.name)
-        elif isinstance(layer, keras.layers.Add):
+        elif _is_add(layer):
             seen_adds.append(layer.name)
             if isinstance(model, keras.Sequential):
                 continue
@@ -200,9 +208,13 @@ def add_attention(model, attention="cra", attention_kwargs=None, placement="resi
             return layer(*args, **kwargs)
         if step == "after":
             return attend(layer(*args, **kwargs), f"{layer.name}_{suffix}")
-        inputs = list(args[0])
-        inputs[step] = attend(inputs[step], _attention_name(layer.name, suffix))
-        return layer(inputs, *args[1:], **kwargs)
+        if isinstance(layer, keras.layers.Add):
+            inputs = list(args[0])
+            inputs[step] = attend(inputs[step], _attention_name(layer.name, suffix))
+            return layer(inputs, *args[1:], **kwargs)
+        args = list(args)  # the keras.ops Add: layer(x1, x2)
+        args[step] = attend(args[step], _attention_name(layer.name, suffix))
+        return layer(*args, **kwargs)
 
     new = _rebuild(model, call_function)
     if near_identity:

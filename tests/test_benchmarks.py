@@ -1,6 +1,7 @@
 """The benchmark helpers that shape the published numbers (not timings)."""
 
 import numpy as np
+import pytest
 
 from benchmarks.common import gate_floor_layer, interleaved
 from benchmarks.run import build, repeats
@@ -28,3 +29,23 @@ def test_repeats_and_interleaving():
                     warmup=1)
     assert calls == ["a", "b"] + ["a", "b"] * 3
     assert set(r) == {"a", "b"} and r["a"]["min_ms"] <= r["a"]["median_ms"] <= r["a"]["max_ms"]
+
+
+def test_attention_table_row():
+    """One row of benchmarks/attention_table.py, small input (the full table: slow test)."""
+    from benchmarks.attention_table import markdown, row
+
+    r = row("MobileNetV3Small", size=64)
+    # MobileNetV3Small has 6 residual adds; CRA adds C * 50 parameters at each.
+    assert r["attention_layers"] == 6 and r["params_added"] == 17_200
+    assert r["macs_added"] > 0 and r["round_trip"] and r["fits"] and r["exports"], r
+    assert "| MobileNetV3Small | 6 | 17,200 |" in markdown([r], 64, "cra")
+
+
+@pytest.mark.slow
+def test_full_attention_table():
+    from benchmarks.attention_table import MODELS, row
+
+    for name in MODELS:
+        r = row(name, size=96)
+        assert r["attention_layers"] > 0 and r["round_trip"] and r["fits"] and r["exports"], r
