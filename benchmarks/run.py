@@ -16,7 +16,6 @@ Writes benchmarks/RESULTS.md and benchmarks/RESULTS.json.
 import argparse
 import os
 import sys
-import tempfile
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))

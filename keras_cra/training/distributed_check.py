@@ -7,7 +7,6 @@ Run as `python -m keras_cra.training.distributed_check --strategy NAME --out F`.
 
 import argparse
 import json
-import os
 
 
 def tiny_model():

@@ -267,8 +267,6 @@ def _prepare_out(config):
 
 
 def build_model(config, num_classes, channels):
-    import keras
-
     from keras_cra.applications import zoo
 
     try:

@@ -4,7 +4,6 @@ import shutil
 
 import numpy as np
 import pytest
-import keras
 
 import keras_cra.applications as A
 from keras_cra.applications import weights as W

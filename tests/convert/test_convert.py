@@ -14,7 +14,6 @@ torch = pytest.importorskip("torch")
 
 import keras  # noqa: E402
 
-from keras_cra.applications import weights as weights_lib  # noqa: E402
 from keras_cra.convert import (  # noqa: E402
     CheckpointFormatError,
     ConversionError,
