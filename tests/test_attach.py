@@ -104,6 +104,13 @@ def test_round_trip_fit_and_tflite(tmp_path):
     flat = tflite.convert(new, "float32")
     assert not any("Flex" in op for op in tflite.op_names(flat))
     np.testing.assert_allclose(tflite.run(flat, x), new.predict(x, verbose=0), atol=1e-4)
+    # The project's exporter: SavedModel + builtins-only TFLite, verified against Keras.
+    from keras_cra.export import export_model
+
+    report = export_model(new, tmp_path / "export", dataset=None, variants=("float32",),
+                          latency_repeats=1)
+    assert report["summary"]["failures"] == []
+    assert set(report["artifacts"]) == {"keras", "saved_model", "float32"}
 
 
 class Subclassed(keras.Model):

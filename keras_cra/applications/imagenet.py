@@ -5,6 +5,10 @@ import json
 import keras
 import numpy as np
 
+# ImageNet mean and std of RGB pixels scaled to [0, 1] ("torch" preprocessing).
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
 CLASS_INDEX_URL = (
     "https://storage.googleapis.com/download.tensorflow.org/"
     "data/imagenet_class_index.json"

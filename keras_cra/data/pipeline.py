@@ -11,12 +11,11 @@ import os
 import tensorflow as tf
 import tensorflow_datasets as tfds
 
+from keras_cra.applications.imagenet import IMAGENET_MEAN, IMAGENET_STD  # noqa: F401
 from keras_cra.data import fashion_mnist
 
 AUTOTUNE = tf.data.AUTOTUNE
 DEFAULT_DATASET = "fashion_mnist"
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
 
 
 class DataError(ValueError):

@@ -1,6 +1,6 @@
 """The functions an export serves: probabilities from preprocessed or uint8 images."""
 
-from keras_cra.data.pipeline import IMAGENET_MEAN, IMAGENET_STD
+from keras_cra.applications.imagenet import IMAGENET_MEAN, IMAGENET_STD
 
 # What every export's inputs expect (written to metadata.json).
 PREPROCESSING = {

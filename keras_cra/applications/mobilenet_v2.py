@@ -1,0 +1,113 @@
+"""CRA-MobileNetV2: keras.applications' MobileNetV2 with CRA at every residual add."""
+
+import keras
+import numpy as np
+
+from keras_cra.applications import zoo
+from keras_cra.attach import add_attention
+from keras_cra.applications.imagenet import IMAGENET_MEAN, IMAGENET_STD
+from keras_cra.layers.registry import canonical_attention_name
+
+
+def CRAMobileNetV2(
+    include_top=True,
+    weights=None,
+    input_tensor=None,
+    input_shape=None,
+    pooling=None,
+    classes=1000,
+    classifier_activation="softmax",
+    name=None,
+    alpha=1.0,
+    attention="cra",
+    attention_kwargs=None,
+):
+    """Instantiates MobileNetV2 with Channel Reassessment Attention.
+
+    The network is `keras.applications.MobileNetV2` (same layers, same layer
+    names), with an attention layer on the residual branch of each of its 10
+    inverted-residual additions (`keras_cra.add_attention`). Its inputs are
+    preprocessed like every keras_cra model ("torch" mode: /255, ImageNet
+    mean and std, `keras_cra.applications.preprocess_input`); a first
+    `Rescaling` layer (`torch_to_tf_inputs`) maps them to the [-1, 1] range
+    MobileNetV2 was trained on, so Keras' ImageNet weights work unchanged.
+
+    Args:
+        include_top, input_tensor, input_shape, pooling, classes,
+        classifier_activation: as in `keras.applications.MobileNetV2`.
+        weights: `None` (random initialization), `"imagenet"` (Keras'
+            ImageNet MobileNetV2 weights, fetched by Keras; the attention
+            gates then start near identity, so the pretrained network
+            computes almost the same function), or the path to a
+            `.weights.h5` file of this architecture.
+        name: the model's name. Defaults to `"cra_mobilenetv2_<alpha>"`
+            (`"mobilenetv2_<alpha>"` without attention).
+        alpha: the width multiplier of MobileNetV2.
+        attention: `"cra"` (default), `"se"`, `"eca"`, `None`, or a layer
+            used as a template.
+        attention_kwargs: optional arguments of the attention layers.
+
+    Returns:
+        A Keras `Model` instance.
+
+    Example:
+
+    >>> model = keras_cra.applications.CRAMobileNetV2(weights=None, input_shape=(96, 96, 3))
+    >>> model.get_layer("block_2_cra")
+    <ChannelReassessmentAttention ...>
+
+    Reference:
+        - [Shen & Wen, Convolutional Neural Network optimization via Channel
+          Reassessment Attention module, 2020](https://arxiv.org/abs/2010.05605)
+        - [Sandler et al., MobileNetV2: Inverted Residuals and Linear
+          Bottlenecks, CVPR 2018](https://arxiv.org/abs/1801.04381)
+    """
+    suffix = "attention" if isinstance(attention, keras.layers.Layer) else (
+        canonical_attention_name(attention))
+    has_attention = suffix is not None
+    if attention_kwargs and not has_attention:
+        raise ValueError("`attention_kwargs` were given but `attention` is None. "
+                         f"Received: attention_kwargs={attention_kwargs!r}")
+    pretrained = weights == "imagenet"
+    if weights is not None and not pretrained and not str(weights).endswith(".weights.h5"):
+        raise ValueError("`weights` must be None, 'imagenet' or the path to a .weights.h5 "
+                         f"file. Received: weights={weights!r}")
+    channels_first = keras.config.image_data_format() == "channels_first"
+    if input_tensor is None:
+        shape = input_shape or ((3, 224, 224) if channels_first else (224, 224, 3))
+        if not include_top and input_shape is None:
+            shape = (3, None, None) if channels_first else (None, None, 3)
+        inputs = keras.Input(shape=shape)
+    elif not keras.backend.is_keras_tensor(input_tensor):
+        inputs = keras.Input(tensor=input_tensor, shape=input_shape)
+    else:
+        inputs = input_tensor
+    per_channel = (3, 1, 1) if channels_first else (3,)
+    # torch mode (x/255 - mean) / std  ->  MobileNetV2's x/127.5 - 1.
+    scale = (2 * np.array(IMAGENET_STD)).reshape(per_channel)
+    offset = (2 * np.array(IMAGENET_MEAN) - 1).reshape(per_channel)
+    x = keras.layers.Rescaling(scale.tolist(), offset.tolist(), name="torch_to_tf_inputs")(inputs)
+    base = keras.applications.MobileNetV2(
+        input_tensor=x, alpha=alpha, include_top=include_top,
+        weights="imagenet" if pretrained else None, pooling=pooling, classes=classes,
+        classifier_activation=classifier_activation,
+    )
+    model = keras.Model(inputs, base.output,
+                        name=name or f"{suffix + '_' if suffix else ''}mobilenetv2_{alpha:g}")
+    if has_attention:
+        model = add_attention(model, attention, attention_kwargs, near_identity=pretrained)
+    if weights is not None and not pretrained:
+        model.load_weights(weights)
+    return model
+
+
+zoo.register(zoo.ZooEntry(
+    name="CRAMobileNetV2",
+    family="mobilenet_v2",
+    builder=CRAMobileNetV2,
+    style="imagenet",
+    default_size=224,
+    min_size=32,
+    preprocessing="torch",
+    feature_levels=(),
+))
