@@ -56,14 +56,18 @@ def load_keras_model(path, flag="model", compile=False):
 
 
 def read_json(path, what):
-    """Reads a JSON file of a run folder, with one clear error when it is missing or corrupt."""
+    """Reads a JSON object (a dict) of a run folder, with one clear error when it is missing
+    or corrupt."""
     try:
         with open(path) as f:
-            return json.load(f)
+            value = json.load(f)
     except FileNotFoundError as e:
         raise UsageError(f"{what} is missing: {path}.") from e
     except (OSError, ValueError) as e:
         raise UsageError(f"{what} is not readable JSON ({e}): {path}.") from e
+    if not isinstance(value, dict):
+        raise UsageError(f"{what} is not a JSON object: {path}.")
+    return value
 
 
 def sha256_of(path):

@@ -31,6 +31,7 @@ def test_repeats_and_interleaving():
     assert set(r) == {"a", "b"} and r["a"]["min_ms"] <= r["a"]["median_ms"] <= r["a"]["max_ms"]
 
 
+@pytest.mark.slow  # ~20 s; tests/test_attach.py covers the same checks on smaller models
 def test_attention_table_row():
     """One row of benchmarks/attention_table.py, small input (the full table: slow test)."""
     from benchmarks.attention_table import markdown, row

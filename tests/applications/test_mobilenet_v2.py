@@ -48,7 +48,7 @@ def test_trains_with_the_training_cli(tfds_dir, tmp_path):
     from keras_cra.training import train as train_lib
 
     metrics = train_lib.train(train_lib.TrainConfig(
-        model="CRAMobileNetV2", train_split="train[:64]", eval_split="test[:32]", epochs=1,
+        model="CRAMobileNetV2", train_split="train[:32]", eval_split="test[:32]", epochs=1,
         batch_size=32, data_dir=tfds_dir, out=str(tmp_path / "run"), verbose=0))
     assert metrics["model"] == "CRAMobileNetV2" and metrics["eval_examples"] == 32
     restored = keras.saving.load_model(tmp_path / "run" / "last.keras")

@@ -154,12 +154,15 @@ def test_resume_with_other_settings_names_them_all(tfds_dir, tmp_path, capsys):
 @pytest.mark.parametrize("broken, message", [
     ("config.json", "The run's config.json is not readable JSON"),
     ("state.json", "The run's state.json is missing"),
+    ("state-list", "The run's state.json is not a JSON object"),
 ])
 def test_resume_with_broken_run_files(tfds_dir, tmp_path, capsys, broken, message):
     out = tmp_path / "r"
     _finished_run(out)
     if broken == "config.json":
         (out / broken).write_text("{not json")
+    elif broken == "state-list":
+        (out / "state.json").write_text("[1]")
     else:
         (out / broken).unlink()
         (out / "history.csv").write_text("epoch\n0\n")
