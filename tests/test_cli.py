@@ -235,3 +235,13 @@ def test_registered_cra_weights_refuse_another_attention(attention):
 
     with pytest.raises(ValueError, match="hold trained 'cra' attention"):
         CRAResNet50(weights="imagenet", attention=attention)
+
+
+@pytest.mark.parametrize("flag", ["--resume", "--strategy", "--mixed-precision"])
+def test_finetune_has_its_own_flags(flag, capsys):
+    """Flags of training that fine-tuning would ignore are unknown to it, not accepted."""
+    argv = ["--weights", "x.keras", flag] + ([] if flag == "--resume" else ["auto"])
+    with pytest.raises(SystemExit) as exit_info:
+        finetune_lib.main(argv)
+    assert exit_info.value.code == 2
+    assert f"unrecognized arguments: {flag}" in capsys.readouterr().err
