@@ -82,6 +82,11 @@ def _functional(model):
             and hasattr(model, "_nodes_by_depth"))
 
 
+def _graph_model(layer):
+    """A model that add_attention can rebuild: functional or Sequential."""
+    return isinstance(layer, keras.Sequential) or _functional(layer)
+
+
 def _is_add(operation):
     """An `Add` layer, or the `+` of two Keras tensors (the `keras.ops` Add operation)."""
     return isinstance(operation, keras.layers.Add) or (
@@ -94,7 +99,7 @@ def _plan(model, placement, names, plan, seen_adds):
     `model` and of the graph models nested in it."""
     operations = model.layers if isinstance(model, keras.Sequential) else model.operations
     for layer in operations:
-        if isinstance(layer, keras.Sequential) or _functional(layer):
+        if _graph_model(layer):
             _plan(layer, placement, names, plan, seen_adds)
             continue
         if placement == "after":
@@ -154,7 +159,7 @@ def add_attention(model, attention="cra", attention_kwargs=None, placement="resi
     """
     if not isinstance(model, keras.Model):
         raise ValueError(f"`model` must be a keras.Model. Received: model={model!r}")
-    if not (isinstance(model, keras.Sequential) or _functional(model)):
+    if not _graph_model(model):
         raise ValueError(
             "`model` must be a functional or Sequential model (a subclassed model has no "
             f"graph to insert layers into). Received: model={model.name!r} "
@@ -226,16 +231,12 @@ def add_attention(model, attention="cra", attention_kwargs=None, placement="resi
 def _rebuild(model, call_function):
     """`model` with the same layer objects, each call going through `call_function`."""
     if isinstance(model, keras.Sequential):
-        inner = [_rebuild(l, call_function)
-                 if isinstance(l, keras.Sequential) or _functional(l) else l
-                 for l in model.layers]
+        inner = [_rebuild(l, call_function) if _graph_model(l) else l for l in model.layers]
         return keras.Sequential([keras.Input(model.input_shape[1:])] + inner,
                                 name=model.name)
 
     def clone_function(layer):
-        if isinstance(layer, keras.Sequential) or _functional(layer):
-            return _rebuild(layer, call_function)
-        return layer
+        return _rebuild(layer, call_function) if _graph_model(layer) else layer
 
     return keras.models.clone_model(model, clone_function=clone_function,
                                     call_function=call_function)

@@ -33,14 +33,18 @@ class Classifier:
     predict: object
 
 
+def _lines(path):
+    with open(path) as f:
+        return [line.strip() for line in f if line.strip()]
+
+
 def _labels_near(path, count):
     """Class names from `labels.txt` (export) or `config.json` (run) beside `path`."""
     folder = path if os.path.isdir(path) else os.path.dirname(os.path.abspath(path))
     for candidate in (folder, os.path.dirname(folder)):
         labels_txt = os.path.join(candidate, "labels.txt")
         if os.path.isfile(labels_txt):
-            with open(labels_txt) as f:
-                labels = [line.strip() for line in f if line.strip()]
+            labels = _lines(labels_txt)
             if len(labels) == count:
                 return labels
         config = os.path.join(candidate, "config.json")
@@ -57,8 +61,7 @@ def _labels_near(path, count):
 
 def _read_labels(labels_path, count):
     try:
-        with open(labels_path) as f:
-            labels = [line.strip() for line in f if line.strip()]
+        labels = _lines(labels_path)
     except OSError as e:
         raise UsageError(f"--labels cannot be read ({e.strerror}). "
                          f"Received: --labels {labels_path}") from e

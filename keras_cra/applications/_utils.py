@@ -51,3 +51,12 @@ def validate_classifier_activation(classifier_activation, pretrained):
             "`classifier_activation` argument when using pretrained weights, with "
             f"`include_top=True`. Received: classifier_activation={classifier_activation}"
         )
+
+
+def model_input(input_tensor, input_shape):
+    """The model's input tensor, as `keras.applications` builders make it."""
+    if input_tensor is None:
+        return keras.layers.Input(shape=input_shape)
+    if not keras.backend.is_keras_tensor(input_tensor):
+        return keras.layers.Input(tensor=input_tensor, shape=input_shape)
+    return input_tensor

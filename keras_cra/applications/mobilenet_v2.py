@@ -3,7 +3,7 @@
 import keras
 import numpy as np
 
-from keras_cra.applications import zoo
+from keras_cra.applications import _utils, zoo
 from keras_cra.attach import add_attention
 from keras_cra.applications.imagenet import IMAGENET_MEAN, IMAGENET_STD
 from keras_cra.layers.registry import canonical_attention_name
@@ -72,16 +72,12 @@ def CRAMobileNetV2(
     if weights is not None and not pretrained and not str(weights).endswith(".weights.h5"):
         raise ValueError("`weights` must be None, 'imagenet' or the path to a .weights.h5 "
                          f"file. Received: weights={weights!r}")
-    channels_first = keras.config.image_data_format() == "channels_first"
-    if input_tensor is None:
-        shape = input_shape or ((3, 224, 224) if channels_first else (224, 224, 3))
-        if not include_top and input_shape is None:
-            shape = (3, None, None) if channels_first else (None, None, 3)
-        inputs = keras.Input(shape=shape)
-    elif not keras.backend.is_keras_tensor(input_tensor):
-        inputs = keras.Input(tensor=input_tensor, shape=input_shape)
-    else:
-        inputs = input_tensor
+    data_format = keras.config.image_data_format()
+    channels_first = data_format == "channels_first"
+    if input_tensor is None or not keras.backend.is_keras_tensor(input_tensor):
+        input_shape = _utils.input_shape_of(input_shape, 224, 32, data_format,
+                                            require_flatten=include_top, pretrained=pretrained)
+    inputs = _utils.model_input(input_tensor, input_shape)
     per_channel = (3, 1, 1) if channels_first else (3,)
     # torch mode (x/255 - mean) / std  ->  MobileNetV2's x/127.5 - 1.
     scale = (2 * np.array(IMAGENET_STD)).reshape(per_channel)

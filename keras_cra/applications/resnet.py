@@ -177,12 +177,7 @@ def ResNet(
         require_flatten=include_top,
         pretrained=weights_lib.is_pretrained_name(weights),
     )
-    if input_tensor is None:
-        img_input = layers.Input(shape=input_shape)
-    elif not keras.backend.is_keras_tensor(input_tensor):
-        img_input = layers.Input(tensor=input_tensor, shape=input_shape)
-    else:
-        img_input = input_tensor
+    img_input = _utils.model_input(input_tensor, input_shape)
 
     if spec["style"] == "imagenet":
         x = _conv(img_input, 64, 7, 2, "conv1")
