@@ -283,7 +283,7 @@ class SafeUnpickler(pickle.Unpickler):
         if (py3_module, py3_name) in STDLIB_STUBS:
             self.stubbed.append(f"{module}.{name}")
             return _stub(module, name)
-        if (top in sys.stdlib_module_names or top == "builtins" or module in _PYTHON2_STDLIB
+        if (top in sys.stdlib_module_names or top == "builtins"
                 or module.split(".")[0] in _PYTHON2_STDLIB):
             raise _refuse(f"{module}.{name}")
         if not name[:1].isupper() or "." in name:
@@ -322,19 +322,17 @@ class SafeUnpickler(pickle.Unpickler):
         return _plain_arrays(obj)
 
 
-def _plain_arrays(obj, seen=None):
-    """Replaces the `_NumpyArray` holders in containers by their arrays."""
+def _plain_arrays(obj):
+    """Replaces the `_NumpyArray` holders (filled by BUILD) by their arrays, at any depth
+    of dicts, lists and tuples."""
     if isinstance(obj, _NumpyArray):
         return obj.array
     if isinstance(obj, dict):
         for k, v in obj.items():
-            if isinstance(v, (_NumpyArray, dict, list)):
-                obj[k] = _plain_arrays(v)
+            obj[k] = _plain_arrays(v)
     elif isinstance(obj, list):
-        for i, v in enumerate(obj):
-            if isinstance(v, (_NumpyArray, dict, list)):
-                obj[i] = _plain_arrays(v)
-    elif isinstance(obj, tuple) and any(isinstance(v, _NumpyArray) for v in obj):
+        obj[:] = [_plain_arrays(v) for v in obj]
+    elif type(obj) is tuple:
         return tuple(_plain_arrays(v) for v in obj)
     return obj
 

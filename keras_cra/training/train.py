@@ -229,7 +229,11 @@ def _json_value(value):
 
 
 def _prepare_out(config):
-    """Checks the run folder (under the caller's lock); returns the first epoch to run."""
+    """Checks the run folder (under the caller's lock).
+
+    Returns:
+        `(first epoch to run, best val_accuracy so far or None)`.
+    """
     out = config.out
     if config.resume:
         config_path = os.path.join(out, "config.json")
@@ -253,7 +257,7 @@ def _prepare_out(config):
             )
         if not isinstance(state.get("epochs_done"), int):
             raise UsageError(f"The run's state.json has no epochs_done: {out}.")
-        return state["epochs_done"]
+        return state["epochs_done"], (state.get("best") or {}).get("val_accuracy")
     if _is_unfinished(out):
         for name in _run_contents(out):
             path = os.path.join(out, name)
@@ -263,7 +267,7 @@ def _prepare_out(config):
             f"{out} already holds a run (or other files); choose another --out, or pass "
             "--resume to continue it. Nothing was overwritten."
         )
-    return 0
+    return 0, None
 
 
 def build_model(config, num_classes, channels):
@@ -354,11 +358,11 @@ def train(config, extra_callbacks=()):
     validate(config)
     check_output_dir(config.out)
     with run_folder_lock(config.out):
-        initial_epoch = _prepare_out(config)
-        return _train(config, initial_epoch, extra_callbacks)
+        initial_epoch, best = _prepare_out(config)
+        return _train(config, initial_epoch, best, extra_callbacks)
 
 
-def _train(config, initial_epoch, extra_callbacks):
+def _train(config, initial_epoch, best, extra_callbacks):
     import keras
 
     import keras_cra.training.schedules  # noqa: F401 (registers EpochSchedule for --resume)
@@ -372,11 +376,7 @@ def _train(config, initial_epoch, extra_callbacks):
     out = config.out
     if initial_epoch >= config.epochs:
         raise UsageError(f"The run in {out} has finished all {config.epochs} epochs already.")
-    best = None
-    if config.resume:
-        best = read_json(os.path.join(out, "state.json"), "The run's state.json").get(
-            "best", {}).get("val_accuracy")
-    else:
+    if not config.resume:
         with open(os.path.join(out, "config.json"), "w") as f:
             json.dump(dataclasses.asdict(config) | {"num_classes": info.num_classes,
                                                     "class_names": info.class_names}, f, indent=2)

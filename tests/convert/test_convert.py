@@ -344,3 +344,15 @@ def test_cli_installs_into_registry_and_imagenet_weights_load(tmp_path, monkeypa
                           "imagenet"], capture_output=True, text=True, cwd=ROOT, env=env,
                          timeout=600)
     assert out.returncode == 2 and "has no CRA layers" in out.stderr
+
+
+def test_numpy_arrays_nested_at_any_depth(tmp_path):
+    """Arrays inside tuples inside lists inside dicts come back as plain arrays."""
+    value = {"a": [(np.arange(3), {"b": np.ones(2, np.float32)})], "t": (np.int32(4),)}
+    torch.save(value, tmp_path / "n.pth")
+    obj, _ = safe_load.load(str(tmp_path / "n.pth"))
+    inner = obj["a"][0]
+    assert type(inner) is tuple and type(inner[0]) is np.ndarray
+    np.testing.assert_array_equal(inner[0], np.arange(3))
+    assert type(inner[1]["b"]) is np.ndarray and inner[1]["b"].dtype == np.float32
+    assert obj["t"] == (4,)

@@ -318,4 +318,4 @@ def test_demo_replaces_its_own_previous_run(tmp_path):
     demo_lib.prepare_out(str(out))
     assert os.listdir(out) == [DEMO_MARKER]
     # training accepts the fresh demo folder
-    assert _prepare_out(TrainConfig(out=str(out))) == 0
+    assert _prepare_out(TrainConfig(out=str(out))) == (0, None)
