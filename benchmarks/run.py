@@ -105,19 +105,22 @@ def train_step_time(model_name, attentions, batch, repeats):
     return interleaved(fns, repeats)
 
 
-def litert_latency(model_name, attentions, repeats, threads):
+def litert_latency(model_name, attentions, repeats, threads, size=None, partitions=None):
+    """LiteRT latency per (variant, threads); `partitions` (a dict) gets the
+    XNNPACK partition count of every (attention, variant) model."""
     from keras_cra.export import tflite
 
     rng = np.random.default_rng(0)
     models = {}
-    size = None
     for attention in attentions:
-        model = build(model_name, attention)
+        model = build(model_name, attention, size)
         size = model.input_shape[1]
         calib = [rng.normal(size=(2, size, size, 3)).astype("float32") for _ in range(2)]
         for variant in ("float32", "int8"):
             flat = tflite.convert(model, variant, representative_data=calib)
             models[(attention, variant)] = flat
+            if partitions is not None:
+                partitions[(attention, variant)] = tflite.delegate_partitions(flat)
     x = rng.normal(size=(1, size, size, 3)).astype("float32")
     results = {}
     for variant in ("float32", "int8"):
@@ -135,6 +138,42 @@ def litert_latency(model_name, attentions, repeats, threads):
             inner = 1 if size >= 224 else 20
             results[(variant, n)] = {**interleaved(fns, repeats, warmup=3, inner=inner), **failed}
     return results
+
+
+# Input sizes whose maps are not all 7d or 7d + 1 (issue 12): CRA there takes
+# the gather path. (model, input size, the CRA map sizes at that input.)
+SIZE_SWEEP = [
+    ("CRAMobileNetV2", 160, "80 40 20 10 5"),
+    ("CRAMobileNetV2", 192, "96 48 24 12 6"),
+    ("CRAMobileNetV2", 224, "112 56 28 14 7"),
+    ("CRAResNet50", 192, "48 24 12 6"),
+    ("CRAResNet50", 256, "64 32 16 8"),
+]
+
+
+def size_sweep_lines(attentions, reps, payload, quick=False):
+    """LiteRT rows of SIZE_SWEEP, with the XNNPACK partition count of each model."""
+    sweep = SIZE_SWEEP[1:2] if quick else SIZE_SWEEP
+    lines = ["", "## LiteRT latency at other input sizes (ms; CRA's gather path)", "",
+             "Partitions: how many pieces XNNPACK's delegate makes of the `.tflite` "
+             "(1 = the whole graph is delegated).", "",
+             "| model | input | CRA maps | variant | threads | " + " | ".join(
+                 f"{att} ms | ratio" for att in attentions) + " | partitions (" +
+             "/".join(attentions) + ") |",
+             "|---|---|---|---|---|" + "---|---|" * len(attentions) + "---|"]
+    for model_name, size, maps in sweep:
+        parts = {}
+        res = litert_latency(model_name, attentions, reps, threads=(1, 2), size=size,
+                             partitions=parts)
+        for (variant, n), r in res.items():
+            payload["timed"][f"litert_sizes/{model_name}/{size}/{variant}/{n}"] = {
+                **r, "partitions": {att: parts[(att, variant)] for att in attentions}}
+            lines.append(
+                f"| {model_name} | {size} | {maps} | {variant} | {n} | " + " | ".join(
+                    fmt_timing(r[att], r["none"]) for att in attentions) + " | " +
+                "/".join(str(parts[(att, variant)]) for att in attentions) + " |")
+            print(lines[-1], flush=True)
+    return lines
 
 
 TARGETS = [  # (timed key, what, max CRA / plain ratio) for CRA-ResNet-50, from issue 7
@@ -170,6 +209,22 @@ def target_lines(timed, attentions):
     return lines
 
 
+def sizes_only(out):
+    info = machine()
+    payload = {"machine": info, "command": command_line(), "timed": {}}
+    lines = ["# keras_cra benchmark: LiteRT at input sizes off the 7d grid", "",
+             f"Machine: {info['cpu']}, {info['cores']} cores, nothing else running; "
+             f"TensorFlow {info['tensorflow']}, Keras {info['keras']}; commit {git_revision()}.", "",
+             f"Command: `python {command_line()}`", "",
+             "Ratios against the same model with `attention=None`, interleaved in one run; "
+             "`floor` as in RESULTS.md."]
+    lines += size_sweep_lines(["none", "cra", "se", "floor"], 20, payload)
+    with open(os.path.join(out, "RESULTS_sizes.md"), "w") as f:
+        f.write("\n".join(lines) + "\n")
+    write_json(os.path.join(out, "RESULTS_sizes.json"), payload)
+    print("\n".join(lines))
+
+
 def fmt_timing(r, base):
     if "error" in r:
         return "n/a | n/a"
@@ -188,8 +243,12 @@ def repeats(model_name, base, batch=1):
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--quick", action="store_true", help="a subset that runs in < 5 minutes")
+    p.add_argument("--sizes", action="store_true",
+                   help="only the LiteRT size sweep (writes RESULTS_sizes.md / .json)")
     p.add_argument("--out", default=HERE)
     a = p.parse_args(argv)
+    if a.sizes:
+        return sizes_only(a.out)
     if a.quick:
         static_models = ["CRAResNet18", "CRAResNet50", "CRAResNet20", "CRAResNet56"]
         timed = {"keras_b1": ["CRAResNet50", "CRAResNet20"], "keras_b32": ["CRAResNet20"],
@@ -258,6 +317,8 @@ def main(argv=None):
                       f"{r[att]['error']}" for att in attentions if "error" in r[att]]
     if notes:
         lines += [""] + notes
+    lines += size_sweep_lines([a for a in attentions if a in ("none", "cra", "se", "floor")],
+                              repeats("CRAResNet50", reps), payload, quick=a.quick)
     lines += target_lines(payload["timed"], attentions)
     name = "RESULTS_quick" if a.quick else "RESULTS"
     with open(os.path.join(a.out, f"{name}.md"), "w") as f:

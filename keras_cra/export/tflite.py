@@ -185,6 +185,18 @@ def op_names(model_content):
     return {d["op_name"] for d in interp._get_ops_details()}
 
 
+def delegate_partitions(model_content, num_threads=1):
+    """How many partitions the default (XNNPACK) delegate makes of a model.
+
+    One partition means the whole graph runs inside the delegate; every op
+    it cannot take splits the graph and costs a round trip to TFLite's own
+    kernels.
+    """
+    interp = interpreter(model_content, num_threads)
+    interp.allocate_tensors()
+    return sum(d["op_name"] == "DELEGATE" for d in interp._get_ops_details())
+
+
 def find_unsupported_layers(model):
     """Names of layers that do not convert to builtin TFLite ops on their own."""
     import keras

@@ -262,7 +262,7 @@ def test_wrong_channels_after_build():
         layer(np.zeros((1, 7, 7, 4), "float32"))
 
 
-@pytest.mark.parametrize("size", [14, 15])
+@pytest.mark.parametrize("size", [14, 15, 16])
 def test_nan_inputs_follow_the_documented_rule(size):
     """A NaN in one channel: the general path spreads it to the whole channel, as PyTorch's
     adaptive max pool does; the strided fast path (TF's max pool skips NaN) keeps the gate
@@ -278,8 +278,23 @@ def test_nan_inputs_follow_the_documented_rule(size):
     # PyTorch: a NaN bin makes the channel's gate NaN, hence the whole channel.
     assert np.isnan(general[..., 0]).all() and np.isfinite(general[..., 1]).all()
     y = layer(x).numpy()
-    if strided_window(size, 7):  # 14: the fast path
+    if strided_window(size, 7):  # 14 and 15 (7 * 2 + 1): the strided fast path
         assert np.isnan(y[..., 0]).sum() == 1 and np.isnan(y[0, 3, 4, 0])
-    else:  # 15: the general path
+    else:  # 16: the general path
         assert np.isnan(y[..., 0]).all()
     assert np.isfinite(y[..., 1]).all()
+
+
+@pytest.mark.parametrize("size, strided", [(14, True), (16, False)])
+def test_xnnpack_partitions_by_path(size, strided):
+    """LiteRT's XNNPACK delegate takes the strided path whole (one partition, like a model
+    without CRA); the gather path's GATHER and REDUCE_MAX stay outside, splitting the graph."""
+    from keras_cra.export import tflite
+
+    inputs = keras.Input((size, size, 3))
+    x = keras.layers.Conv2D(8, 3, padding="same")(inputs)
+    plain = keras.Model(inputs, keras.layers.GlobalAveragePooling2D()(x))
+    with_cra = keras.Model(inputs, keras.layers.GlobalAveragePooling2D()(CRA()(x)))
+    assert tflite.delegate_partitions(tflite.convert(plain)) == 1
+    partitions = tflite.delegate_partitions(tflite.convert(with_cra))
+    assert (partitions == 1) if strided else (partitions > 1)
