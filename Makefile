@@ -1,7 +1,7 @@
 PYTHON ?= python3
 export TF_CPP_MIN_LOG_LEVEL ?= 2
 
-.PHONY: install data test test-all demo bench bench-quick
+.PHONY: install data test test-all demo bench bench-quick ablate
 
 install:
 	$(PYTHON) -m pip install -e ".[dev,torch]"
@@ -28,3 +28,11 @@ bench:
 
 bench-quick:
 	$(PYTHON) benchmarks/run.py --quick
+
+# Does CRA help? The README's grid: none/se/eca/cra x 3 seeds on a fixed Fashion-MNIST subset
+# (about an hour on 2 cores; an interrupted grid resumes). Results: runs/ablation.
+ablate: data
+	$(PYTHON) training/ablate.py --model CRAResNet20 --dataset fashion_mnist \
+	  --train-split "train[:15000]" --eval-split test --epochs 5 --batch-size 128 \
+	  --lr 0.1 --schedule cosine --warmup-epochs 0.5 \
+	  --attention none,se,eca,cra --seeds 0,1,2 --out runs/ablation --verbose 2

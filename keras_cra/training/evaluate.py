@@ -49,10 +49,14 @@ def to_probabilities(outputs):
 
 
 def evaluate(model_path, dataset="fashion_mnist", split="test", data_dir=None,
-             manual_dir=None, batch_size=128, out=None, style=None, verbose=0):
+             manual_dir=None, batch_size=128, out=None, style=None, verbose=0, gates=None,
+             gate_images=64):
     """Top-1, top-5, loss and confusion matrix of a model on a split.
 
     `verbose`: 0 silent, 1 a progress bar per batch, 2 one line at the end.
+    `gates`: a PNG path: writes the gate values of every attention layer on
+    the first `gate_images` images of the split (see
+    `keras_cra.inspect.plot_gate_statistics`); needs a `.keras` model.
     """
     import keras
 
@@ -62,6 +66,15 @@ def evaluate(model_path, dataset="fashion_mnist", split="test", data_dir=None,
         check_output_dir(out)
     if not isinstance(batch_size, int) or batch_size < 1:
         raise UsageError(f"--batch-size must be an integer >= 1. Received: --batch-size {batch_size}")
+    if gates is not None:
+        if not isinstance(gate_images, int) or gate_images < 1:
+            raise UsageError(f"--gate-images must be an integer >= 1. "
+                             f"Received: --gate-images {gate_images}")
+        if not str(gates).endswith(".png"):
+            raise UsageError(f"--gates must be a .png path. Received: --gates {gates}")
+        if os.path.isdir(model_path):
+            raise UsageError("--gates reads the attention layers of a .keras model, not of an "
+                             f"exported SavedModel. Received: model={model_path}")
     predict, shape = load_predictor(model_path)
     ds, info = data.load(dataset, split, data_dir, manual_dir)
     if style is None:
@@ -70,12 +83,14 @@ def evaluate(model_path, dataset="fashion_mnist", split="test", data_dir=None,
         style = zoo.style_for_input(shape[0])
     pipe = data.make_dataset(ds, info.num_examples, batch_size, shape[0], shape[-1],
                              style=style, training=False)
-    labels, probs = [], []
+    labels, probs, first_images = [], [], []
     progress = keras.utils.Progbar(-(-info.num_examples // batch_size), verbose=verbose,
                                    unit_name="batch")
     for x, y in pipe:
         probs.append(to_probabilities(predict(x.numpy())))
         labels.append(y.numpy())
+        if gates is not None and sum(map(len, first_images)) < gate_images:
+            first_images.append(x.numpy())
         progress.add(1)
     probs, labels = np.concatenate(probs), np.concatenate(labels)
     if probs.shape[1] != info.num_classes:
@@ -99,6 +114,18 @@ def evaluate(model_path, dataset="fashion_mnist", split="test", data_dir=None,
         with open(os.path.join(out, "eval_metrics.json"), "w") as f:
             json.dump(metrics | {"confusion_matrix": confusion.tolist()}, f, indent=2)
         save_confusion_png(confusion, info.class_names, os.path.join(out, "confusion_matrix.png"))
+    if gates is not None:
+        from keras_cra import inspect
+
+        model = load_keras_model(model_path, "model")
+        try:
+            stats = inspect.gate_statistics(model, np.concatenate(first_images)[:gate_images],
+                                            batch_size=batch_size)
+        except ValueError as e:
+            raise UsageError(f"--gates: {e}") from e
+        os.makedirs(os.path.dirname(os.path.abspath(gates)), exist_ok=True)
+        inspect.plot_gate_statistics(stats, gates)
+        metrics["gates_png"] = str(gates)
     return metrics, confusion
 
 
@@ -130,6 +157,11 @@ def build_parser():
     p.add_argument("--manual-dir", default=None)
     p.add_argument("--batch-size", type=int, default=128)
     p.add_argument("--out", default=None, help="folder for eval_metrics.json and the PNG")
+    p.add_argument("--gates", default=None, metavar="PNG",
+                   help="write a PNG of the attention gates (per stage: channels x images "
+                        "heatmap and histogram); needs a .keras model")
+    p.add_argument("--gate-images", type=int, default=64,
+                   help="how many images of the split --gates uses")
     return p
 
 
@@ -140,7 +172,8 @@ def main(argv=None):
         from keras_cra.training.train import progress_verbosity
 
         metrics, _ = evaluate(a.model, a.dataset, a.split, a.data_dir, a.manual_dir,
-                              a.batch_size, a.out, verbose=progress_verbosity(None))
+                              a.batch_size, a.out, verbose=progress_verbosity(None),
+                              gates=a.gates, gate_images=a.gate_images)
         print_table(f"Evaluation of {a.model} on {a.dataset}:{a.split}", metrics)
 
     return run(command)

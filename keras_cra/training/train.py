@@ -81,33 +81,43 @@ class TrainConfig:
         return out
 
 
-def add_model_data_and_optimizer_args(p):
-    """The flags that training and fine-tuning share."""
-    p.add_argument("--model", default="CRAResNet20", help="e.g. CRAResNet20, CRAResNet50")
-    p.add_argument("--attention", default="cra", choices=attention_choices())
-    p.add_argument("--dataset", default="fashion_mnist",
-                   help="a tfds name (fashion_mnist, cifar10, imagenette/320px, "
-                        "imagenet2012) or folder:/path")
-    p.add_argument("--train-split", default="train")
-    p.add_argument("--eval-split", default="test")
-    p.add_argument("--data-dir", default=None)
-    p.add_argument("--manual-dir", default=None)
-    p.add_argument("--image-size", type=int, default=None)
-    p.add_argument("--epochs", type=int, default=None)
-    p.add_argument("--batch-size", type=int, default=None, help="global batch size")
-    p.add_argument("--lr", type=float, default=None)
-    p.add_argument("--momentum", type=float, default=None)
-    p.add_argument("--warmup-epochs", type=float, default=0.0)
-    p.add_argument("--weight-decay", type=float, default=None)
-    p.add_argument("--label-smoothing", type=float, default=0.0)
-    p.add_argument("--mix", default=None, choices=["mixup", "cutmix"])
-    p.add_argument("--randaugment", action="store_true")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--out", default="runs/default", help="run folder")
-    p.add_argument("--jit-compile", action="store_true")
-    p.add_argument("--verbose", type=int, default=None, choices=[0, 1, 2],
-                   help="0 silent, 1 a progress bar per step, 2 one line per epoch "
-                        "(default: 1 in a terminal, else 2)")
+def add_model_data_and_optimizer_args(p, skip=()):
+    """The flags that training, fine-tuning and ablation share, except those in `skip`
+    (destinations, e.g. `("attention", "seed")`)."""
+    add = _adder(p, skip)
+    add("--model", default="CRAResNet20", help="e.g. CRAResNet20, CRAResNet50")
+    add("--attention", default="cra", choices=attention_choices())
+    add("--dataset", default="fashion_mnist",
+        help="a tfds name (fashion_mnist, cifar10, imagenette/320px, imagenet2012) or "
+             "folder:/path")
+    add("--train-split", default="train")
+    add("--eval-split", default="test")
+    add("--data-dir", default=None)
+    add("--manual-dir", default=None)
+    add("--image-size", type=int, default=None)
+    add("--epochs", type=int, default=None)
+    add("--batch-size", type=int, default=None, help="global batch size")
+    add("--lr", type=float, default=None)
+    add("--momentum", type=float, default=None)
+    add("--warmup-epochs", type=float, default=0.0)
+    add("--weight-decay", type=float, default=None)
+    add("--label-smoothing", type=float, default=0.0)
+    add("--mix", default=None, choices=["mixup", "cutmix"])
+    add("--randaugment", action="store_true")
+    add("--seed", type=int, default=0)
+    add("--out", default="runs/default", help="run folder")
+    add("--jit-compile", action="store_true")
+    add("--verbose", type=int, default=None, choices=[0, 1, 2],
+        help="0 silent, 1 a progress bar per step, 2 one line per epoch "
+             "(default: 1 in a terminal, else 2)")
+
+
+def _adder(parser, skip):
+    def add(flag, *args, **kwargs):
+        if flag.lstrip("-").replace("-", "_") not in skip:
+            parser.add_argument(flag, *args, **kwargs)
+
+    return add
 
 
 def build_parser():

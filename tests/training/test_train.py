@@ -179,7 +179,7 @@ def test_truncated_checkpoint_on_resume(tfds_dir, tmp_path, capsys):
     assert code == 2 and len(err) == 1 and "is not a readable .keras model" in err[0], err
 
 
-def test_finetune_and_evaluate(tfds_dir, tmp_path):
+def test_finetune_and_evaluate(tfds_dir, tmp_path, capsys):
     source = tmp_path / "source.keras"
     keras.applications  # noqa: B018
     from keras_cra.applications import CRAResNet20
@@ -196,6 +196,17 @@ def test_finetune_and_evaluate(tfds_dir, tmp_path):
     assert (tmp_path / "ev" / "confusion_matrix.png").stat().st_size > 1000
     # The Keras model evaluated directly gives the same top-1.
     assert abs(result["top1"] - metrics["top1"]) < 1e-6
+    # --gates: the gate picture of the fine-tuned model, through the CLI.
+    code, err = run_cli(evaluate_lib.main, [model_path, "--split", "test[:64]", "--data-dir",
+                                            tfds_dir, "--gates", str(tmp_path / "g.png"),
+                                            "--gate-images", "16"], capsys)
+    assert code == 0, err
+    from matplotlib.image import imread
+
+    assert imread(tmp_path / "g.png").std() > 0
+    code, err = run_cli(evaluate_lib.main, [model_path, "--gates", str(tmp_path / "g.jpg")],
+                        capsys)
+    assert code == 2 and "--gates must be a .png path" in err[0], err
 
 
 def test_evaluate_rejects_non_models(tmp_path, capsys):
