@@ -4,7 +4,7 @@ export TF_CPP_MIN_LOG_LEVEL ?= 2
 .PHONY: install data test test-all demo bench bench-quick ablate
 
 install:
-	$(PYTHON) -m pip install -e ".[dev,torch]"
+	$(PYTHON) -m pip install -e ".[dev,torch,detection]"
 
 # The README's test command (what CI runs). Slow full-size tests are opt-in: make test-all.
 test:

@@ -235,9 +235,14 @@ def _rebuild(model, call_function):
         return keras.Sequential([keras.Input(model.input_shape[1:])] + inner,
                                 name=model.name)
 
+    from keras_cra.applications.backbone import Backbone, as_backbone
+
     def clone_function(layer):
         return _rebuild(layer, call_function) if _graph_model(layer) else layer
 
+    if isinstance(model, Backbone):  # rebuilt as a plain graph, then given its levels back
+        plain = keras.Model(model.inputs, model.outputs, name=model.name)
+        return as_backbone(_rebuild(plain, call_function), model.pyramid_layers)
     return keras.models.clone_model(model, clone_function=clone_function,
                                     call_function=call_function)
 

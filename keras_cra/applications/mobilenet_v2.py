@@ -4,9 +4,15 @@ import keras
 import numpy as np
 
 from keras_cra.applications import _utils, zoo
+from keras_cra.applications.backbone import as_backbone
 from keras_cra.attach import add_attention
 from keras_cra.applications.imagenet import IMAGENET_MEAN, IMAGENET_STD
 from keras_cra.layers.registry import canonical_attention_name
+
+
+# keras.applications.MobileNetV2's layers at strides 4, 8, 16 and 32.
+PYRAMID_LAYERS = {"P2": "block_3_expand_relu", "P3": "block_6_expand_relu",
+                  "P4": "block_13_expand_relu", "P5": "out_relu"}
 
 
 def CRAMobileNetV2(
@@ -92,6 +98,8 @@ def CRAMobileNetV2(
                         name=name or f"{suffix + '_' if suffix else ''}mobilenetv2_{alpha:g}")
     if has_attention:
         model = add_attention(model, attention, attention_kwargs, near_identity=pretrained)
+    if not include_top:
+        model = as_backbone(model, PYRAMID_LAYERS)
     if weights is not None and not pretrained:
         model.load_weights(weights)
     return model

@@ -16,6 +16,7 @@ import keras
 from keras import layers
 
 from keras_cra.applications import _utils
+from keras_cra.applications.backbone import Backbone
 from keras_cra.applications import weights as weights_lib
 from keras_cra.applications import zoo
 from keras_cra.layers.registry import canonical_attention_name, get_attention
@@ -127,6 +128,13 @@ def stage_output_names(model_name):
     ]
 
 
+def pyramid_layers(model_name):
+    """`{"P{n}": stage output layer}`: level n is stride 2**n (C2..C5 of an ImageNet-style
+    model are P2..P5; a CIFAR-style model's stages, at strides 1, 2, 4, are P0..P2)."""
+    first = 2 if MODELS[model_name]["style"] == "imagenet" else 0
+    return {f"P{first + i}": name for i, name in enumerate(stage_output_names(model_name))}
+
+
 def ResNet(
     model_name,
     include_top=True,
@@ -213,7 +221,10 @@ def ResNet(
         inputs = img_input
     if name is None:
         name = default_name(model_name, attention_name)
-    model = keras.Model(inputs, x, name=name)
+    if include_top:
+        model = keras.Model(inputs, x, name=name)
+    else:
+        model = Backbone(inputs, x, name=name, pyramid_layers=pyramid_layers(model_name))
     if weights is not None:
         weights_lib.load_weights(
             model, weights, model_name,
