@@ -1,0 +1,1 @@
+"""Object detection with CRA backbones: data, keras-hub RetinaNet, COCO metrics."""

@@ -1,0 +1,305 @@
+"""Detection training with `model.fit`: RetinaNet (keras-hub) on a CRA backbone.
+
+The run folder follows `training/train.py`'s rules (lock, config.json,
+atomic last.keras each epoch, state.json, history.csv, TensorBoard logs,
+`--resume` with the run's settings, NaN stop); at the end the detector is
+evaluated with pycocotools (COCO mAP) into metrics.json, and
+predictions.png draws its boxes on held-out images.
+"""
+
+import argparse
+import dataclasses
+import json
+import os
+import time
+
+import numpy as np
+
+from keras_cra.cli import UsageError, check_output_dir
+from keras_cra.training import train as train_lib
+from keras_cra.training.common import print_table, run_cli, run_folder_lock
+
+PREDICTIONS_PNG = "predictions.png"
+train_lib.RUN_FILES.add(PREDICTIONS_PNG)
+
+
+@dataclasses.dataclass
+class DetectConfig:
+    backbone: str = "CRAResNet18"
+    attention: str = "cra"
+    backbone_weights: str | None = None
+    dataset: str = "fashion_mnist_scenes"
+    train_split: str = "train"
+    eval_split: str = "test"
+    train_count: int | None = None
+    eval_count: int | None = None
+    data_dir: str | None = None
+    manual_dir: str | None = None
+    image_size: int = 96
+    max_boxes: int = 20
+    head_convs: int = 2
+    epochs: int = 10
+    batch_size: int = 16
+    lr: float = 1e-3
+    warmup_epochs: float = 0.5
+    seed: int = 0
+    out: str = "runs/detect"
+    resume: bool = False
+    verbose: int = 2
+
+    def resolved(self):
+        out = dataclasses.replace(self)
+        out.attention = None if out.attention in (None, "none") else out.attention
+        return out
+
+
+QUICK = dict(train_count=64, eval_count=32, image_size=64, epochs=1, batch_size=16,
+             head_convs=1)
+
+
+def validate(c):
+    for key in ("image_size", "max_boxes", "head_convs", "epochs", "batch_size"):
+        value = getattr(c, key)
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise UsageError(f"--{key.replace('_', '-')} must be an integer >= 1. "
+                             f"Received: --{key.replace('_', '-')} {value}")
+    for key in ("train_count", "eval_count"):
+        value = getattr(c, key)
+        if value is not None and (not isinstance(value, int) or value < 1):
+            raise UsageError(f"--{key.replace('_', '-')} must be an integer >= 1. "
+                             f"Received: --{key.replace('_', '-')} {value}")
+    if c.image_size % 32 or c.image_size < 64:
+        raise UsageError(f"--image-size must be a multiple of 32, >= 64. "
+                         f"Received: --image-size {c.image_size}")
+    if not isinstance(c.seed, int) or c.seed < 0:
+        raise UsageError(f"--seed must be an integer >= 0. Received: --seed {c.seed}")
+    train_lib._finite("lr", c.lr, low=0, low_open=True)
+    train_lib._finite("warmup_epochs", c.warmup_epochs, low=0)
+    if c.warmup_epochs > 0 and c.warmup_epochs >= c.epochs:
+        raise UsageError(f"--warmup-epochs ({c.warmup_epochs}) must be shorter than "
+                         f"--epochs ({c.epochs}).")
+    from keras_cra.applications import zoo
+
+    if c.backbone not in zoo.ZOO:
+        raise UsageError(f"Unknown backbone. Valid names: {zoo.names()}. "
+                         f"Received: --backbone {c.backbone}")
+    if c.attention is not None:
+        from keras_cra.layers.registry import ATTENTIONS, attention_choices
+
+        if c.attention not in ATTENTIONS:
+            raise UsageError(f"--attention must be one of {attention_choices()}. "
+                             f"Received: --attention {c.attention}")
+
+
+def _datasets(config):
+    from keras_cra.detection import data
+
+    try:
+        train_ds, class_names, n_train = data.load(
+            config.dataset, config.train_split, config.image_size, config.max_boxes,
+            config.train_count, config.data_dir, config.manual_dir, seed=config.seed)
+        eval_ds, _, n_eval = data.load(
+            config.dataset, config.eval_split, config.image_size, config.max_boxes,
+            config.eval_count, config.data_dir, config.manual_dir, seed=config.seed)
+    except (data.DetectionDataError, ValueError) as e:
+        raise UsageError(str(e)) from e
+    if config.train_count:
+        train_ds, n_train = train_ds.take(config.train_count), min(n_train, config.train_count)
+    if config.eval_count:
+        eval_ds, n_eval = eval_ds.take(config.eval_count), min(n_eval, config.eval_count)
+    return train_ds, eval_ds, class_names, n_train, n_eval
+
+
+def _compile(model, config, steps):
+    import keras
+
+    from keras_cra.training.schedules import EpochSchedule
+
+    schedule = EpochSchedule(config.lr, steps, config.epochs, "cosine", [],
+                             warmup_epochs=config.warmup_epochs)
+    model.compile(optimizer=keras.optimizers.Adam(schedule, global_clipnorm=10.0))
+    return model
+
+
+def train_detector(config):
+    """Trains (or resumes) a detector run; returns its metrics dict."""
+    config = config.resolved()
+    validate(config)
+    check_output_dir(config.out)
+    with run_folder_lock(config.out):
+        initial_epoch, _ = train_lib._prepare_out(config)
+        return _train(config, initial_epoch)
+
+
+def _train(config, initial_epoch):
+    import keras
+
+    import keras_cra.training.schedules  # noqa: F401 (registers EpochSchedule)
+    from keras_cra.detection import data
+    from keras_cra.detection.model import build_detector
+    from keras_cra.training.callbacks import AtomicCheckpoint, RunState, StopOnNaN
+    from keras_cra.training.common import configure_determinism
+
+    configure_determinism(config.seed)
+    train_ds, eval_ds, class_names, n_train, n_eval = _datasets(config)
+    steps = n_train // config.batch_size
+    if steps < 1:
+        raise UsageError(f"The training split has {n_train} images, fewer than one batch. "
+                         f"Received: --batch-size {config.batch_size}")
+    out = config.out
+    if initial_epoch >= config.epochs:
+        raise UsageError(f"The run in {out} has finished all {config.epochs} epochs already.")
+    if not config.resume:
+        with open(os.path.join(out, "config.json"), "w") as f:
+            json.dump(dataclasses.asdict(config) | {"class_names": class_names}, f, indent=2)
+    try:
+        model = build_detector(config.backbone, len(class_names), config.image_size,
+                               config.attention, config.backbone_weights, config.head_convs)
+    except ValueError as e:
+        raise UsageError(f"Cannot build the detector: {e}") from e
+    _compile(model, config, steps)
+    if config.resume:
+        # keras-hub's detector has its own compile(), which .keras loading does not
+        # replay: rebuild, compile, then read the weights and the optimizer state.
+        model.optimizer.build(model.trainable_variables)
+        model.load_weights(os.path.join(out, "last.keras"))
+    train = data.pipeline(train_ds, config.batch_size, config.image_size, training=True,
+                          seed=config.seed, epochs=config.epochs)
+    evaluation = data.pipeline(eval_ds, config.batch_size, config.image_size, training=False)
+    stopper = StopOnNaN()
+    start = time.time()
+    model.fit(
+        train, epochs=config.epochs, initial_epoch=initial_epoch, steps_per_epoch=steps,
+        validation_data=evaluation, verbose=config.verbose,
+        callbacks=[stopper, AtomicCheckpoint(os.path.join(out, "last.keras")),
+                   keras.callbacks.CSVLogger(os.path.join(out, "history.csv"),
+                                             append=config.resume),
+                   keras.callbacks.TensorBoard(os.path.join(out, "logs"), write_graph=False),
+                   RunState(out, monitor="val_loss")],
+    )
+    if stopper.diverged_at is not None:
+        epoch, step = stopper.diverged_at
+        raise UsageError(
+            f"Training stopped: the loss became NaN or infinite at epoch {epoch + 1}, step "
+            f"{step + 1} (--lr {config.lr}). Lower --lr or check the data. The checkpoint in "
+            f"{out} is that of the last epoch that finished.")
+    train_seconds = time.time() - start
+    metrics, examples = evaluate_detector(model, eval_ds, config.batch_size, config.image_size)
+    metrics = {"backbone": config.backbone, "attention": config.attention or "none",
+               "dataset": config.dataset, "eval_split": config.eval_split,
+               "eval_images": n_eval, "epochs": config.epochs,
+               **{k: round(v, 4) for k, v in metrics.items()},
+               "params": int(model.count_params()), "train_seconds": round(train_seconds, 1)}
+    with open(os.path.join(out, "metrics.json"), "w") as f:
+        json.dump(metrics, f, indent=2)
+    draw_predictions(examples, class_names, os.path.join(out, PREDICTIONS_PNG))
+    return metrics
+
+
+def evaluate_detector(model, eval_ds, batch_size, image_size, keep=8):
+    """COCO metrics of `model` on `eval_ds`; also returns the first `keep` images with
+    their ground truth and predictions (for pictures)."""
+    from keras_cra.detection import data, metrics
+
+    gt_boxes, gt_labels, gt_crowd = [], [], []
+    pred_boxes, pred_labels, pred_scores = [], [], []
+    images = []
+    for batch in eval_ds.batch(batch_size):
+        predictions = model.predict(data.normalize(batch["images"]), verbose=0)
+        gt_boxes += list(batch["boxes"].numpy())
+        gt_labels += list(batch["labels"].numpy())
+        gt_crowd += list(batch["crowd"].numpy())
+        pred_boxes += list(np.asarray(predictions["boxes"]))
+        pred_labels += list(np.asarray(predictions["labels"]))
+        pred_scores += list(np.asarray(predictions["confidence"]))
+        if len(images) < keep:
+            images += list(batch["images"].numpy()[: keep - len(images)])
+    result = metrics.coco_metrics(gt_boxes, gt_labels, pred_boxes, pred_labels, pred_scores,
+                                  gt_crowd)
+    examples = [{"image": images[i], "gt_boxes": gt_boxes[i], "gt_labels": gt_labels[i],
+                 "boxes": pred_boxes[i], "labels": pred_labels[i], "scores": pred_scores[i]}
+                for i in range(len(images))]
+    return result, examples
+
+
+def draw_predictions(examples, class_names, path, min_score=0.3):
+    """A PNG grid: each image with its true boxes (green) and predictions above
+    `min_score` (red, with class and score)."""
+    from matplotlib.figure import Figure
+    from matplotlib.patches import Rectangle
+
+    cols = min(4, len(examples))
+    rows = -(-len(examples) // cols)
+    fig = Figure(figsize=(3 * cols, 3 * rows))
+    axes = fig.subplots(rows, cols, squeeze=False)
+    for ax in axes.ravel():
+        ax.axis("off")
+    for ax, ex in zip(axes.ravel(), examples):
+        ax.imshow(ex["image"].astype("uint8"))
+        for box, label in zip(ex["gt_boxes"], ex["gt_labels"]):
+            if label >= 0:
+                ax.add_patch(Rectangle(box[:2], box[2] - box[0], box[3] - box[1], fill=False,
+                                       edgecolor="lime", linewidth=1))
+        for box, label, score in zip(ex["boxes"], ex["labels"], ex["scores"]):
+            if label >= 0 and score >= min_score:
+                ax.add_patch(Rectangle(box[:2], box[2] - box[0], box[3] - box[1], fill=False,
+                                       edgecolor="red", linewidth=1))
+                ax.text(box[0], box[1], f"{class_names[int(label)]} {score:.2f}", color="red",
+                        fontsize=6, va="bottom")
+    fig.suptitle("green: true boxes, red: predictions (score >= %.1f)" % min_score, fontsize=9)
+    fig.subplots_adjust(left=0.01, right=0.99, bottom=0.01, top=0.92, wspace=0.03, hspace=0.03)
+    fig.savefig(path, dpi=90)
+    return path
+
+
+def build_parser():
+    p = argparse.ArgumentParser(description="Train a RetinaNet on a CRA backbone.")
+    from keras_cra.layers.registry import attention_choices
+
+    p.add_argument("--backbone", default="CRAResNet18")
+    p.add_argument("--attention", default="cra", choices=attention_choices())
+    p.add_argument("--backbone-weights", default=None,
+                   help="imagenet (the zoo's registered weights) or a .keras classifier")
+    p.add_argument("--dataset", default="fashion_mnist_scenes",
+                   help="fashion_mnist_scenes (offline), coco/2017 or voc/2007 (tfds)")
+    p.add_argument("--train-split", default="train")
+    p.add_argument("--eval-split", default="test")
+    p.add_argument("--train-count", type=int, default=None,
+                   help="training images (scenes: how many to make; tfds: the first N)")
+    p.add_argument("--eval-count", type=int, default=None)
+    p.add_argument("--data-dir", default=None)
+    p.add_argument("--manual-dir", default=None)
+    p.add_argument("--image-size", type=int, default=96)
+    p.add_argument("--max-boxes", type=int, default=20)
+    p.add_argument("--head-convs", type=int, default=2)
+    p.add_argument("--epochs", type=int, default=10)
+    p.add_argument("--batch-size", type=int, default=16)
+    p.add_argument("--lr", type=float, default=1e-3)
+    p.add_argument("--warmup-epochs", type=float, default=0.5)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--out", default="runs/detect")
+    p.add_argument("--resume", action="store_true")
+    p.add_argument("--quick", action="store_true",
+                   help="a tiny run (64 scenes of 64x64, one epoch) to check the setup")
+    p.add_argument("--verbose", type=int, default=None, choices=[0, 1, 2])
+    return p
+
+
+def main(argv=None):
+    parser = build_parser()
+    args = parser.parse_args(argv)
+
+    def command():
+        if args.resume:
+            config = train_lib.config_for_resume(args, train_lib.given_flags(parser, argv),
+                                                 DetectConfig)
+        else:
+            values = {f.name: getattr(args, f.name) for f in dataclasses.fields(DetectConfig)}
+            if args.quick:
+                given = train_lib.given_flags(parser, argv)
+                values.update({k: v for k, v in QUICK.items() if k not in given})
+            values["verbose"] = train_lib.progress_verbosity(args.verbose)
+            config = DetectConfig(**values)
+        print_table(f"Detection ({config.out})", train_detector(config))
+
+    return run_cli(command)

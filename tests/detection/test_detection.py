@@ -1,0 +1,158 @@
+import json
+import os
+
+import numpy as np
+import pytest
+
+pytest.importorskip("keras_hub")
+pytest.importorskip("pycocotools")
+
+from keras_cra.cli import UsageError  # noqa: E402
+from keras_cra.detection import boxes as boxes_lib  # noqa: E402
+from keras_cra.detection import data as data_lib  # noqa: E402
+from keras_cra.detection import metrics, scenes  # noqa: E402
+from keras_cra.training import detect as detect_lib  # noqa: E402
+
+
+def _one(box):
+    return [np.array([box], "float32")]
+
+
+def test_coco_metrics_hand_computed():
+    gt, labels = _one([0, 0, 10, 10]), [np.array([2])]
+    # A perfect detection: every threshold matches.
+    perfect = metrics.coco_metrics(gt, labels, gt, labels, [np.array([0.9])])
+    assert perfect["mAP"] == pytest.approx(1.0) and perfect["mAP50"] == pytest.approx(1.0)
+    # 10x10 is a small box (area < 32**2): no medium or large ground truth (-1).
+    assert perfect["mAP_small"] == pytest.approx(1.0) and perfect["mAP_medium"] == -1
+    # IoU 0.62 (62 / 100): a match at IoU thresholds .50, .55, .60, not at .65 ... .95,
+    # so mAP@[.5:.95] = 3 / 10 and mAP@.75 = 0.
+    partial = metrics.coco_metrics(gt, labels, _one([0, 0, 10, 6.2]), labels, [np.array([0.9])])
+    assert partial["mAP"] == pytest.approx(0.3) and partial["mAP50"] == pytest.approx(1.0)
+    assert partial["mAP75"] == pytest.approx(0.0)
+
+
+def test_coco_metrics_crowd_regions_are_not_false_positives():
+    gt = [np.array([[0, 0, 10, 10], [20, 20, 40, 40]], "float32")]
+    labels = [np.array([1, 1])]
+    detections = [np.array([[0, 0, 10, 10], [20, 20, 40, 40]], "float32")]
+    scores = [np.array([0.5, 0.9])]
+    crowd = metrics.coco_metrics(gt, labels, detections, [np.array([1, 1])], scores,
+                                 gt_crowd=[np.array([False, True])])
+    assert crowd["mAP"] == pytest.approx(1.0)
+    # Without the crowd box, the higher-scored detection is a false positive.
+    alone = metrics.coco_metrics([gt[0][:1]], [labels[0][:1]], detections, [np.array([1, 1])],
+                                 scores)
+    assert alone["mAP"] < 0.6
+    with pytest.raises(ValueError, match="no boxes"):
+        metrics.coco_metrics([np.zeros((0, 4))], [np.zeros((0,))], [np.zeros((0, 4))],
+                             [np.zeros((0,))], [np.zeros((0,))])
+    with pytest.raises(ValueError, match="one entry per image"):
+        metrics.coco_metrics(gt, labels, [], [], [])
+
+
+def test_box_rules():
+    b, lab = boxes_lib.clean([[-5, 2, 20, 30], [10, 10, 10, 40], [50, 50, 60, 60], [1, 1, 5, 5]],
+                             [1, 2, 3, 4], height=40, width=40, crowd=[0, 0, 0, 1])
+    # Clipped; zero-area dropped; outside the image (zero area after clipping) dropped;
+    # crowd dropped.
+    np.testing.assert_array_equal(b, [[0, 2, 20, 30]])
+    np.testing.assert_array_equal(lab, [1])
+    assert boxes_lib.clean(np.zeros((0, 4)), [], 10, 10)[0].shape == (0, 4)  # kept, empty
+    np.testing.assert_allclose(boxes_lib.to_xyxy([[0.1, 0.2, 0.5, 0.6]], "rel_yxyx", 100, 200),
+                               [[40, 10, 120, 50]])
+    np.testing.assert_allclose(boxes_lib.to_xyxy([[1, 2, 3, 4]], "xywh", 10, 10), [[1, 2, 4, 6]])
+    with pytest.raises(ValueError, match="box_format='cxcywh'"):
+        boxes_lib.to_xyxy([[1, 2, 3, 4]], "cxcywh", 10, 10)
+
+
+def test_scenes_are_deterministic_and_boxes_are_tight():
+    a = scenes.make_scenes("train", 20, size=64, seed=3)
+    b = scenes.make_scenes("train", 20, size=64, seed=3)
+    test = scenes.make_scenes("test", 20, size=64, seed=3)
+    np.testing.assert_array_equal(a["images"], b["images"])
+    assert not np.array_equal(a["images"], test["images"])
+    assert a["images"].shape == (20, 64, 64, 3) and a["images"].dtype == np.uint8
+    counts = (a["labels"] >= 0).sum(1)
+    assert counts.min() >= 1 and counts.max() <= 4 and len(set(counts)) > 1
+    for image, boxes, labels in zip(a["images"], a["boxes"], a["labels"]):
+        ink = image[..., 0] > scenes.INK
+        for (x0, y0, x1, y1), label in zip(boxes.astype(int), labels):
+            if label < 0:
+                assert (boxes[labels < 0] == -1).all()
+                continue
+            assert 0 <= x0 < x1 <= 64 and 0 <= y0 < y1 <= 64 and 0 <= label <= 9
+            # Tight: the box's first and last rows and columns hold ink.
+            assert ink[y0, x0:x1].any() and ink[y1 - 1, x0:x1].any()
+            assert ink[y0:y1, x0].any() and ink[y0:y1, x1 - 1].any()
+    with pytest.raises(ValueError, match="size=20"):
+        scenes.make_scenes("train", 2, size=20)
+    with pytest.raises(ValueError, match="split='validation'"):
+        scenes.make_scenes("validation", 2)
+
+
+def test_training_targets_follow_the_rules():
+    import tensorflow as tf
+
+    ds = tf.data.Dataset.from_tensor_slices({
+        "images": np.zeros((2, 64, 64, 3), np.uint8),
+        "boxes": np.array([[[-4, 2, 20, 70], [5, 5, 5, 9], [1, 1, 9, 9]],
+                           [[-1, -1, -1, -1]] * 3], "float32"),
+        "labels": np.array([[1, 2, 3], [-1, -1, -1]], "int32"),
+        "crowd": np.array([[False, False, True], [False] * 3]),
+    })
+    x, y = next(iter(data_lib.pipeline(ds, 2, 64, training=False)))
+    np.testing.assert_array_equal(y["labels"].numpy(), [[1, -1, -1], [-1, -1, -1]])
+    np.testing.assert_allclose(y["boxes"].numpy()[0, 0], [0, 2, 20, 64])
+    # The image without boxes stays (a negative); images are normalized.
+    assert x.shape == (2, 64, 64, 3) and float(x.numpy().max()) < 0
+
+
+def test_datasets_without_boxes_or_with_broken_objects(tfds_dir):
+    import tensorflow_datasets as tfds
+
+    with pytest.raises(data_lib.DetectionDataError, match="has no boxes"):
+        data_lib.load("fashion_mnist", "test", 64, data_dir=tfds_dir)
+    # tfds' own mock generator draws each sequence feature's length independently, so
+    # bbox and label lengths disagree: a clear error, not a crash deep in training.
+    with tfds.testing.mock_data(num_examples=2, policy=tfds.testing.MockPolicy.USE_CODE):
+        ds, names, _ = data_lib.load("voc/2007", "train", 64, max_boxes=5)
+        assert names[:2] == ["aeroplane", "bicycle"]
+        with pytest.raises(Exception, match="have different lengths"):
+            next(iter(ds))
+
+
+def test_quick_training_run_and_run_folder_rules(tmp_path, capsys):
+    out = tmp_path / "det"
+    code = detect_lib.main(["--quick", "--out", str(out), "--verbose", "0"])
+    assert code == 0, capsys.readouterr().err
+    saved = json.loads((out / "metrics.json").read_text())
+    for key in ("mAP", "mAP50", "mAP75", "mAP_small", "mAP_medium", "mAP_large"):
+        assert -1 <= saved[key] <= 1
+    assert saved["attention"] == "cra" and saved["eval_images"] == 32
+    for name in ("config.json", "last.keras", "history.csv", "state.json",
+                 detect_lib.PREDICTIONS_PNG):
+        assert (out / name).exists(), name
+    assert os.listdir(out / "logs")
+    capsys.readouterr()
+    # A second run on the folder is refused; resuming a finished run says so.
+    assert detect_lib.main(["--quick", "--out", str(out), "--verbose", "0"]) == 2
+    assert "already holds a run" in capsys.readouterr().err
+    assert detect_lib.main(["--out", str(out), "--resume", "--verbose", "0"]) == 2
+    assert "finished all 1 epochs" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--image-size", "50"], "--image-size must be a multiple of 32"),
+    (["--backbone", "CRAResNet20"], "CIFAR-style"),
+    (["--backbone", "NoSuchNet"], "Unknown backbone"),
+    (["--lr", "nan"], "--lr must be a finite number"),
+    (["--dataset", "fashion_mnist"], "has no boxes"),
+    (["--train-split", "validation"], "'train' and 'test'"),
+])
+def test_bad_flags(argv, message, tmp_path, capsys, tfds_dir):
+    code = detect_lib.main(["--quick", "--out", str(tmp_path / "d"), "--data-dir", tfds_dir,
+                            "--verbose", "0"] + argv)
+    err = capsys.readouterr().err
+    assert code == 2 and message in err, err
+    assert "Traceback" not in err
