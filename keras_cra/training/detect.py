@@ -43,6 +43,7 @@ class DetectConfig:
     lr: float = 1e-3
     warmup_epochs: float = 0.5
     seed: int = 0
+    export: str | None = None
     out: str = "runs/detect"
     resume: bool = False
     verbose: int = 2
@@ -149,6 +150,11 @@ def _train(config, initial_epoch):
     out = config.out
     if initial_epoch >= config.epochs:
         raise UsageError(f"The run in {out} has finished all {config.epochs} epochs already.")
+    if config.export:
+        check_output_dir(config.export)
+        if os.path.isdir(config.export) and os.listdir(config.export):
+            raise UsageError(f"--export {config.export} is not empty; choose an empty or new "
+                             "folder. Nothing was overwritten.")
     if not config.resume:
         with open(os.path.join(out, "config.json"), "w") as f:
             json.dump(dataclasses.asdict(config) | {"class_names": class_names}, f, indent=2)
@@ -193,6 +199,16 @@ def _train(config, initial_epoch):
     with open(os.path.join(out, "metrics.json"), "w") as f:
         json.dump(metrics, f, indent=2)
     draw_predictions(examples, class_names, os.path.join(out, PREDICTIONS_PNG))
+    if config.export:
+        from keras_cra.detection.export import export_detector
+
+        images = np.stack([e["image"] for e in examples]).astype("uint8")
+        exported = export_detector(model, config.export, config.image_size, class_names,
+                                   verify_images=images)
+        metrics["export"] = config.export
+        metrics["export_verification"] = exported["verification"]
+        with open(os.path.join(out, "metrics.json"), "w") as f:
+            json.dump(metrics, f, indent=2)
     return metrics
 
 
@@ -278,6 +294,9 @@ def build_parser():
     p.add_argument("--warmup-epochs", type=float, default=0.5)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", default="runs/detect")
+    p.add_argument("--export", default=None, metavar="DIR",
+                   help="after training, export the detector to DIR (SavedModel with NMS, "
+                        "builtins-only TFLite up to the decoded boxes), verified against Keras")
     p.add_argument("--resume", action="store_true")
     p.add_argument("--quick", action="store_true",
                    help="a tiny run (64 scenes of 64x64, one epoch) to check the setup")

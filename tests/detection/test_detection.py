@@ -124,7 +124,9 @@ def test_datasets_without_boxes_or_with_broken_objects(tfds_dir):
 
 def test_quick_training_run_and_run_folder_rules(tmp_path, capsys):
     out = tmp_path / "det"
-    code = detect_lib.main(["--quick", "--out", str(out), "--verbose", "0"])
+    exported = tmp_path / "exported"
+    code = detect_lib.main(["--quick", "--out", str(out), "--verbose", "0", "--export",
+                            str(exported)])
     assert code == 0, capsys.readouterr().err
     saved = json.loads((out / "metrics.json").read_text())
     for key in ("mAP", "mAP50", "mAP75", "mAP_small", "mAP_medium", "mAP_large"):
@@ -134,7 +136,36 @@ def test_quick_training_run_and_run_folder_rules(tmp_path, capsys):
                  detect_lib.PREDICTIONS_PNG):
         assert (out / name).exists(), name
     assert os.listdir(out / "logs")
+    # The export: SavedModel with NMS equal to Keras; builtins-only TFLite of the decoded
+    # boxes and scores, equal to Keras within float tolerance.
+    check = saved["export_verification"]
+    assert check["saved_model_same_detections"] and check["saved_model_max_box_diff"] < 1e-3
+    assert check["tflite_max_score_diff"] < 1e-3
+    meta = json.loads((exported / "metadata.json").read_text())
+    assert "BitwiseAnd" in meta["full_tflite_error"]
+    assert not any("Flex" in op for op in meta["tflite_ops"])
+    from keras_cra.detection import export as export_lib
+    from keras_cra.export import tflite
+
+    interp = tflite.interpreter(str(exported / export_lib.TFLITE))
+    image = scenes.make_scenes("test", 1, size=64)["images"][0]
+    boxes, scores = export_lib.run_tflite(interp, image)
+    assert boxes.shape[-1] == 4 and scores.shape == (boxes.shape[0], 10)
+    kept, classes, best = export_lib.nms(boxes, scores, score_threshold=0.0, max_detections=5)
+    assert len(kept) == 5 and (np.diff(best) <= 0).all()
+    # applications/detect.py on a scene image, through the SavedModel.
+    from matplotlib.image import imread, imsave
+
+    from keras_cra.detection import inference
+
+    imsave(tmp_path / "scene.png", image)
     capsys.readouterr()
+    assert inference.main([str(tmp_path / "scene.png"), "--model", str(exported),
+                           "--min-score", "0"]) == 0
+    assert "detection(s)" in capsys.readouterr().out
+    assert imread(tmp_path / "scene.detections.png").std() > 0
+    assert inference.main([str(tmp_path / "scene.png"), "--model", str(out)]) == 2
+    assert "detector export folder" in capsys.readouterr().err
     # A second run on the folder is refused; resuming a finished run says so.
     assert detect_lib.main(["--quick", "--out", str(out), "--verbose", "0"]) == 2
     assert "already holds a run" in capsys.readouterr().err

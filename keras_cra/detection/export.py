@@ -1,0 +1,194 @@
+"""Exports a trained detector: SavedModel (decode and NMS inside) and TFLite.
+
+SavedModel `serving_default`: uint8 images `(N, S, S, 3)` in; `boxes`
+(`xyxy` pixels), `classes`, `scores` and `num_detections` out, the
+detector's own decoding and non-max suppression inside.
+
+TFLite: keras-hub's non-max suppression does not convert to builtin ops (its
+`tf.BitwiseAnd` has no builtin; metadata.json records the converter's
+message), so the
+`.tflite` ends at the decoded boxes `(N, anchors, 4)` and class scores
+`(N, anchors, classes)`; `nms` below (or `tf.image.non_max_suppression`)
+finishes the job.
+"""
+
+import json
+import os
+
+import numpy as np
+
+SAVED_MODEL = "saved_model"
+TFLITE = "detector_decoded.tflite"
+
+
+def _functions(model, image_size):
+    import tensorflow as tf
+
+    from keras_cra.detection.data import normalize
+
+    spec = tf.TensorSpec([None, image_size, image_size, 3], tf.uint8, name="images")
+
+    def decoded(images):
+        x = normalize(images)
+        raw = model(x, training=False)
+        anchors = model.anchor_generator(x)
+        anchors = tf.concat(list(anchors.values()), axis=0)
+        import keras
+
+        boxes = keras.utils.bounding_boxes.decode_deltas_to_boxes(
+            anchors=anchors, boxes_delta=raw["bbox_regression"], encoded_format="center_xywh",
+            anchor_format=model.anchor_generator.bounding_box_format,
+            box_format=model.bounding_box_format, image_shape=(image_size, image_size, 3))
+        return {"boxes": boxes, "scores": tf.sigmoid(raw["cls_logits"])}
+
+    def full(images):
+        x = normalize(images)
+        raw = model(x, training=False)
+
+        def one(args):
+            # keras-hub's NMS needs a static batch size: decode image by image.
+            box, cls, image = args
+            y = model.decode_predictions({"bbox_regression": box[None], "cls_logits": cls[None]},
+                                         image[None])
+            return (y["boxes"][0], tf.cast(y["labels"][0], tf.int32), y["confidence"][0],
+                    tf.cast(y["num_detections"][0], tf.int32))
+
+        boxes, classes, scores, count = tf.map_fn(
+            one, (raw["bbox_regression"], raw["cls_logits"], x),
+            fn_output_signature=(tf.float32, tf.int32, tf.float32, tf.int32))
+        return {"boxes": boxes, "classes": classes, "scores": scores, "num_detections": count}
+
+    return tf.function(decoded, input_signature=[spec]), tf.function(full, input_signature=[spec])
+
+
+def nms(boxes, scores, iou_threshold=0.5, score_threshold=0.05, max_detections=100):
+    """Per-image greedy NMS over all classes of the TFLite outputs (NumPy).
+
+    Returns `(boxes (K, 4), classes (K,), scores (K,))`, best first.
+    """
+    classes = scores.argmax(-1)
+    best = scores.max(-1)
+    order = np.argsort(-best)
+    order = order[best[order] >= score_threshold]
+    keep = []
+    while len(order) and len(keep) < max_detections:
+        i, rest = order[0], order[1:]
+        keep.append(i)
+        x0 = np.maximum(boxes[i, 0], boxes[rest, 0])
+        y0 = np.maximum(boxes[i, 1], boxes[rest, 1])
+        x1 = np.minimum(boxes[i, 2], boxes[rest, 2])
+        y1 = np.minimum(boxes[i, 3], boxes[rest, 3])
+        inter = np.clip(x1 - x0, 0, None) * np.clip(y1 - y0, 0, None)
+        area = lambda b: (b[..., 2] - b[..., 0]) * (b[..., 3] - b[..., 1])  # noqa: E731
+        iou = inter / np.maximum(area(boxes[i]) + area(boxes[rest]) - inter, 1e-9)
+        order = rest[(iou <= iou_threshold) | (classes[rest] != classes[i])]
+    keep = np.array(keep, dtype=int)
+    return boxes[keep], classes[keep], best[keep]
+
+
+def export_detector(model, out, image_size, class_names, verify_images=None):
+    """Writes `out/saved_model`, `out/detector_decoded.tflite` and
+    `out/metadata.json` (with the verification against Keras on
+    `verify_images`, uint8). Returns the metadata dict."""
+    import tensorflow as tf
+
+    from keras_cra.export import tflite
+
+    os.makedirs(out, exist_ok=True)
+    decoded, full = _functions(model, image_size)
+    module = tf.Module()
+    module.model = model
+    module.serve = full
+    module.decoded = decoded
+    tf.saved_model.save(module, os.path.join(out, SAVED_MODEL),
+                        signatures={"serving_default": full.get_concrete_function(),
+                                    "decoded": decoded.get_concrete_function()})
+    saved = os.path.join(out, SAVED_MODEL)
+    nms_error = None
+    try:
+        _convert(saved, "serving_default")
+    except Exception as e:  # the converter names the ops it cannot lower
+        text = str(e)
+        ops_line = [line for line in text.splitlines() if "TF Select ops:" in line]
+        nms_error = ops_line[0].strip() if ops_line else " ".join(text.split())[-300:]
+    flat = _convert_frozen(decoded)
+    with open(os.path.join(out, TFLITE), "wb") as f:
+        f.write(flat)
+    metadata = {"image_size": image_size, "class_names": list(class_names),
+                "inputs": "uint8 images (N, S, S, 3), RGB 0-255",
+                "saved_model_outputs": ["boxes (xyxy pixels)", "classes", "scores",
+                                        "num_detections"],
+                "tflite_outputs": ["boxes (N, anchors, 4) xyxy pixels",
+                                   "scores (N, anchors, classes)"],
+                "tflite_ops": sorted(tflite.op_names(flat)),
+                "full_tflite_error": nms_error}
+    if verify_images is not None:
+        metadata["verification"] = verify(model, out, verify_images)
+    with open(os.path.join(out, "metadata.json"), "w") as f:
+        json.dump(metadata, f, indent=2)
+    return metadata
+
+
+def _convert_frozen(fn):
+    """Builtins-only TFLite of a tf.function with its variables frozen to constants;
+    outputs in sorted key order (boxes, scores)."""
+    import tensorflow as tf
+    from tensorflow.python.framework.convert_to_constants import (
+        convert_variables_to_constants_v2,
+    )
+
+    frozen = convert_variables_to_constants_v2(fn.get_concrete_function())
+    converter = tf.lite.TFLiteConverter.from_concrete_functions([frozen])
+    converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS]
+    return converter.convert()
+
+
+def tflite_outputs(interp):
+    """`(boxes index, scores index)` of the decoded `.tflite` (outputs Identity, Identity_1)."""
+    details = sorted(interp.get_output_details(), key=lambda d: d["name"])
+    return details[0]["index"], details[1]["index"]
+
+
+def run_tflite(interp, image):
+    """Decoded boxes `(anchors, 4)` and scores `(anchors, classes)` of one uint8 image."""
+    inp = interp.get_input_details()[0]
+    interp.resize_tensor_input(inp["index"], (1,) + tuple(image.shape))
+    interp.allocate_tensors()
+    interp.set_tensor(inp["index"], image[None].astype(np.uint8))
+    interp.invoke()
+    boxes, scores = tflite_outputs(interp)
+    return interp.get_tensor(boxes)[0], interp.get_tensor(scores)[0]
+
+
+def _convert(saved_model, signature):
+    import tensorflow as tf
+
+    converter = tf.lite.TFLiteConverter.from_saved_model(saved_model, signature_keys=[signature])
+    converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS]
+    return converter.convert()
+
+
+def verify(model, out, images):
+    """Max differences of the exports against the Keras model on `images` (uint8)."""
+    import tensorflow as tf
+
+    from keras_cra.export import tflite
+
+    decoded, full = _functions(model, images.shape[1])
+    want_full = full(tf.constant(images))
+    want = decoded(tf.constant(images))
+    loaded = tf.saved_model.load(os.path.join(out, SAVED_MODEL))
+    got_full = loaded.signatures["serving_default"](images=tf.constant(images))
+    interp = tflite.interpreter(os.path.join(out, TFLITE))
+    outputs = [run_tflite(interp, image) for image in images]
+    boxes = np.stack([o[0] for o in outputs])
+    scores = np.stack([o[1] for o in outputs])
+    return {
+        "images": int(len(images)),
+        "saved_model_max_box_diff": float(np.max(np.abs(
+            got_full["boxes"].numpy() - want_full["boxes"].numpy()), initial=0.0)),
+        "saved_model_same_detections": bool(np.array_equal(
+            got_full["num_detections"].numpy(), want_full["num_detections"].numpy())),
+        "tflite_max_box_diff": float(np.max(np.abs(boxes - want["boxes"].numpy()))),
+        "tflite_max_score_diff": float(np.max(np.abs(scores - want["scores"].numpy()))),
+    }

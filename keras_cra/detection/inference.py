@@ -1,0 +1,106 @@
+"""Draw an exported detector's boxes on an image (`applications/detect.py`)."""
+
+import argparse
+import json
+import os
+
+import numpy as np
+
+from keras_cra.files import UsageError
+
+
+def load_detector(folder):
+    """`(detect(uint8 image (S, S, 3)) -> (boxes, classes, scores), image_size, class names)`
+    for an export folder of `keras_cra.detection.export` (its SavedModel, or its `.tflite`
+    plus NumPy NMS when the folder has no SavedModel)."""
+    from keras_cra.detection import export
+
+    meta_path = os.path.join(folder, "metadata.json")
+    if not os.path.isfile(meta_path):
+        raise UsageError("--model must be a detector export folder (with metadata.json). "
+                         f"Received: --model {folder}")
+    with open(meta_path) as f:
+        meta = json.load(f)
+    size, names = meta["image_size"], meta["class_names"]
+    saved = os.path.join(folder, export.SAVED_MODEL)
+    if os.path.isdir(saved):
+        import tensorflow as tf
+
+        serve = tf.saved_model.load(saved).signatures["serving_default"]
+
+        def detect(image):
+            y = serve(images=tf.constant(image[None]))
+            n = int(y["num_detections"][0])
+            return (y["boxes"][0, :n].numpy(), y["classes"][0, :n].numpy(),
+                    y["scores"][0, :n].numpy())
+    else:
+        from keras_cra.export import tflite
+
+        interp = tflite.interpreter(os.path.join(folder, export.TFLITE))
+
+        def detect(image):
+            return export.nms(*export.run_tflite(interp, image))
+    return detect, size, names
+
+
+def letterbox(path, size):
+    """An image file as uint8 `(size, size, 3)` (longer side scaled to `size`, padded at
+    the bottom and right, as in training) and its scale."""
+    import tensorflow as tf
+
+    if not os.path.isfile(path):
+        raise UsageError(f"The image does not exist. Received: {path}")
+    try:
+        image = tf.io.decode_image(tf.io.read_file(path), channels=3, expand_animations=False)
+    except tf.errors.InvalidArgumentError as e:
+        raise UsageError(f"{path} cannot be decoded as an image ({e.message}).") from e
+    h, w = int(image.shape[0]), int(image.shape[1])
+    scale = size / max(h, w)
+    resized = tf.image.resize(image, (round(h * scale), round(w * scale)))
+    padded = tf.image.pad_to_bounding_box(resized, 0, 0, size, size)
+    return np.clip(np.round(padded.numpy()), 0, 255).astype("uint8"), scale
+
+
+def draw(image, boxes, classes, scores, names, path, min_score):
+    from matplotlib.figure import Figure
+    from matplotlib.patches import Rectangle
+
+    fig = Figure(figsize=(5, 5))
+    ax = fig.subplots()
+    ax.imshow(image)
+    ax.axis("off")
+    for box, label, score in zip(boxes, classes, scores):
+        if score < min_score:
+            continue
+        ax.add_patch(Rectangle(box[:2], box[2] - box[0], box[3] - box[1], fill=False,
+                               edgecolor="red", linewidth=1.5))
+        ax.text(box[0], box[1], f"{names[int(label)]} {score:.2f}", color="red", fontsize=8,
+                va="bottom")
+    fig.subplots_adjust(left=0, right=1, bottom=0, top=1)
+    fig.savefig(path, dpi=100)
+
+
+def main(argv=None):
+    from keras_cra.cli import run
+
+    p = argparse.ArgumentParser(description="Draw an exported detector's boxes on an image.")
+    p.add_argument("image")
+    p.add_argument("--model", required=True, help="a folder written by training/detect.py --export")
+    p.add_argument("--out", default=None, help="output PNG (default: IMAGE.detections.png)")
+    p.add_argument("--min-score", type=float, default=0.3)
+    a = p.parse_args(argv)
+
+    def command():
+        if not 0 <= a.min_score <= 1:
+            raise UsageError(f"--min-score must be in [0, 1]. Received: --min-score {a.min_score}")
+        detect, size, names = load_detector(a.model)
+        image, _ = letterbox(a.image, size)
+        boxes, classes, scores = detect(image)
+        out = a.out or os.path.splitext(a.image)[0] + ".detections.png"
+        draw(image, boxes, classes, scores, names, out, a.min_score)
+        shown = [(names[int(c)], round(float(s), 3)) for c, s in zip(classes, scores)
+                 if s >= a.min_score]
+        print(f"{len(shown)} detection(s) with score >= {a.min_score}: {shown}")
+        print(f"Wrote {out}")
+
+    return run(command)
