@@ -225,6 +225,95 @@ def sizes_only(out):
     print("\n".join(lines))
 
 
+DETECTOR_SECTION = ("<!-- detector section: python benchmarks/run.py --detector -->",
+                    "<!-- end of detector section -->")
+
+
+def detector_lines(backbone="CRAResNet18", image_size=128, reps=20):
+    """CRA's cost inside a keras-hub RetinaNet: parameters, backbone MACs, and latency
+    ratios (Keras forward at batch 1 and 8, LiteRT float32 decoded outputs, 1 and 2
+    threads) against the same detector with `attention=None`."""
+    import tensorflow as tf
+
+    from keras_cra.detection.export import _functions, _convert_frozen
+    from keras_cra.detection.model import build_detector
+    from keras_cra.export import tflite
+    from keras_cra.profiling import count_macs, count_parameters
+
+    attentions = ["none", "cra", "se", "floor"]
+    rng = np.random.default_rng(0)
+    x1 = rng.integers(0, 256, size=(1, image_size, image_size, 3)).astype("uint8")
+    x8 = rng.integers(0, 256, size=(8, image_size, image_size, 3)).astype("uint8")
+    static, keras_fns, flats = {}, {1: {}, 8: {}}, {}
+    for att in attentions:
+        attention = gate_floor_layer() if att == "floor" else (None if att == "none" else att)
+        det = build_detector(backbone, 10, image_size, attention=attention, head_convs=4)
+        encoder = det.backbone.image_encoder
+        static[att] = (count_parameters(det), count_macs(encoder) if att != "floor" else None)
+        decoded, _ = _functions(det, image_size)
+        for batch, x in ((1, x1), (8, x8)):
+            keras_fns[batch][att] = lambda f=decoded, t=tf.constant(x): f(t)
+        flats[att] = _convert_frozen(decoded)
+    lines = [DETECTOR_SECTION[0], "",
+             f"## CRA inside a detector: keras-hub RetinaNet on {backbone}, {image_size}x"
+             f"{image_size}, 4-conv heads, 10 classes", "",
+             "Same detector with `attention=None` as the base; decoded boxes and scores "
+             "(no NMS), uint8 input. MACs: the backbone's (the FPN and heads are the same "
+             "in every row).", "",
+             "| attention | params (M) | params ratio | backbone GMACs | backbone MACs ratio |",
+             "|---|---|---|---|---|"]
+    base_p, base_m = static["none"]
+    for att in attentions:
+        p_, m_ = static[att]
+        lines.append(f"| {att} | {p_ / 1e6:.3f} | {p_ / base_p:.4f} | "
+                     f"{'-' if m_ is None else f'{m_ / 1e9:.3f}'} | "
+                     f"{'-' if m_ is None else f'{m_ / base_m:.4f}'} |")
+    lines += ["", "| measurement | " + " | ".join(f"{a} ms | ratio" for a in attentions) + " |",
+              "|---|" + "---|---|" * len(attentions)]
+    for batch in (1, 8):
+        r = interleaved(keras_fns[batch], reps)
+        lines.append(f"| Keras (TF), batch {batch} | " + " | ".join(
+            fmt_timing(r[a], r["none"]) for a in attentions) + " |")
+        print(lines[-1], flush=True)
+    for n in (1, 2):
+        fns = {}
+        for att in attentions:
+            interp = tflite.interpreter(flats[att], num_threads=n)
+            inp = interp.get_input_details()[0]
+            interp.allocate_tensors()
+
+            def call(i=interp, idx=inp["index"]):
+                i.set_tensor(idx, x1)
+                i.invoke()
+
+            fns[att] = call
+        r = interleaved(fns, reps, warmup=3)
+        lines.append(f"| LiteRT float32, {n} thread(s) | " + " | ".join(
+            fmt_timing(r[a], r["none"]) for a in attentions) + " |")
+        print(lines[-1], flush=True)
+    return lines + ["", DETECTOR_SECTION[1]]
+
+
+def detector_only(out):
+    info = machine()
+    lines = [f"Machine: {info['cpu']}, {info['cores']} cores, nothing else running; "
+             f"TensorFlow {info['tensorflow']}, Keras {info['keras']}; commit {git_revision()}; "
+             f"command `python {command_line()}`.", ""]
+    body = detector_lines()
+    section = "\n".join([body[0], ""] + lines + body[1:])
+    path = os.path.join(out, "RESULTS.md")
+    text = open(path).read() if os.path.exists(path) else ""
+    if DETECTOR_SECTION[0] in text:
+        head, rest = text.split(DETECTOR_SECTION[0], 1)
+        tail = rest.split(DETECTOR_SECTION[1], 1)[1] if DETECTOR_SECTION[1] in rest else ""
+        text = head + section + tail
+    else:
+        text = text.rstrip("\n") + "\n\n" + section + "\n"
+    with open(path, "w") as f:
+        f.write(text)
+    print(section)
+
+
 def fmt_timing(r, base):
     if "error" in r:
         return "n/a | n/a"
@@ -245,8 +334,12 @@ def main(argv=None):
     p.add_argument("--quick", action="store_true", help="a subset that runs in < 5 minutes")
     p.add_argument("--sizes", action="store_true",
                    help="only the LiteRT size sweep (writes RESULTS_sizes.md / .json)")
+    p.add_argument("--detector", action="store_true",
+                   help="only CRA's cost inside a RetinaNet (a section of RESULTS.md)")
     p.add_argument("--out", default=HERE)
     a = p.parse_args(argv)
+    if a.detector:
+        return detector_only(a.out)
     if a.sizes:
         return sizes_only(a.out)
     if a.quick:
