@@ -84,12 +84,7 @@ def validate(c):
     if c.backbone not in zoo.ZOO:
         raise UsageError(f"Unknown backbone. Valid names: {zoo.names()}. "
                          f"Received: --backbone {c.backbone}")
-    if c.attention is not None:
-        from keras_cra.layers.registry import ATTENTIONS, attention_choices
-
-        if c.attention not in ATTENTIONS:
-            raise UsageError(f"--attention must be one of {attention_choices()}. "
-                             f"Received: --attention {c.attention}")
+    train_lib.check_attention(c.attention)
 
 
 def _datasets(config):

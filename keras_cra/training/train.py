@@ -196,12 +196,16 @@ def validate(config):
         if getattr(c, key) not in allowed:
             raise UsageError(f"--{key.replace('_', '-')} must be one of {list(allowed)}. "
                              f"Received: --{key.replace('_', '-')} {getattr(c, key)}")
-    if c.attention is not None:
-        from keras_cra.layers.registry import ATTENTIONS
+    check_attention(c.attention)
 
-        if c.attention not in ATTENTIONS:
-            raise UsageError(f"--attention must be one of {attention_choices()}. "
-                             f"Received: --attention {c.attention}")
+
+def check_attention(attention, flag="--attention"):
+    """A registered attention name, `"none"` or `None`; the error names the flag."""
+    from keras_cra.layers.registry import ATTENTIONS
+
+    if attention not in (None, "none") and attention not in ATTENTIONS:
+        raise UsageError(f"{flag} must be one of {attention_choices()}. "
+                         f"Received: {flag} {attention}")
 
 
 # Files a run folder holds; a folder holding anything else is never replaced.
