@@ -187,3 +187,34 @@ def test_bad_flags(argv, message, tmp_path, capsys, tfds_dir):
     err = capsys.readouterr().err
     assert code == 2 and message in err, err
     assert "Traceback" not in err
+
+
+class _Stop(Exception):
+    pass
+
+
+def test_resume_continues_a_stopped_run(tmp_path, capsys, monkeypatch):
+    """A run stopped after epoch 1 resumes at epoch 2 with the weights and optimizer state of
+    last.keras (keras-hub's detector is rebuilt and compiled, then reads them)."""
+    from keras_cra.training import callbacks
+
+    real = callbacks.RunState.on_epoch_end
+
+    def stop_after_first(self, epoch, logs=None):
+        real(self, epoch, logs)
+        if epoch == 0:
+            raise _Stop
+
+    monkeypatch.setattr(callbacks.RunState, "on_epoch_end", stop_after_first)
+    out = tmp_path / "det"
+    argv = ["--quick", "--epochs", "2", "--train-count", "32", "--eval-count", "16",
+            "--out", str(out), "--verbose", "0"]
+    with pytest.raises(_Stop):
+        detect_lib.main(argv)
+    assert json.loads((out / "state.json").read_text())["epochs_done"] == 1
+    monkeypatch.setattr(callbacks.RunState, "on_epoch_end", real)
+    assert detect_lib.main(["--out", str(out), "--resume", "--verbose", "0"]) == 0, \
+        capsys.readouterr().err
+    assert json.loads((out / "state.json").read_text())["epochs_done"] == 2
+    assert len((out / "history.csv").read_text().strip().splitlines()) == 3  # header + 2 epochs
+    assert json.loads((out / "metrics.json").read_text())["epochs"] == 2
