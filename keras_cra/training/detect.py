@@ -54,7 +54,7 @@ class DetectConfig:
         return out
 
 
-QUICK = dict(train_count=64, eval_count=32, image_size=64, epochs=1, batch_size=16,
+QUICK = dict(train_count=64, eval_count=24, image_size=64, epochs=1, batch_size=16,
              head_convs=1)
 
 
@@ -210,13 +210,21 @@ def _train(config, initial_epoch):
 def evaluate_detector(model, eval_ds, batch_size, image_size, keep=8):
     """COCO metrics of `model` on `eval_ds`; also returns the first `keep` images with
     their ground truth and predictions (for pictures)."""
+    import tensorflow as tf
+
     from keras_cra.detection import data, metrics
 
     gt_boxes, gt_labels, gt_crowd = [], [], []
     pred_boxes, pred_labels, pred_scores = [], [], []
     images = []
     for batch in eval_ds.batch(batch_size):
-        predictions = model.predict(data.normalize(batch["images"]), verbose=0)
+        # keras-hub's NMS needs a static batch size: pad a short last batch.
+        n = int(batch["images"].shape[0])
+        x = data.normalize(batch["images"])
+        if n < batch_size:
+            x = tf.concat([x, tf.zeros((batch_size - n,) + tuple(x.shape[1:]), x.dtype)], 0)
+        predictions = {k: np.asarray(v)[:n] for k, v in
+                       model.predict(x, batch_size=batch_size, verbose=0).items()}
         gt_boxes += list(batch["boxes"].numpy())
         gt_labels += list(batch["labels"].numpy())
         gt_crowd += list(batch["crowd"].numpy())
