@@ -78,4 +78,8 @@ class Backbone(keras.Model):
 
 def as_backbone(model, pyramid_layers):
     """`model` as a `Backbone` sharing its layers and weights."""
-    return Backbone(model.inputs, model.outputs, name=model.name, pyramid_layers=pyramid_layers)
+    def single(tensors):
+        return tensors[0] if len(tensors) == 1 else tensors
+
+    return Backbone(single(model.inputs), single(model.outputs), name=model.name,
+                    pyramid_layers=pyramid_layers)

@@ -40,6 +40,7 @@ def test_save_load_and_add_attention_keep_the_levels(tmp_path):
     np.testing.assert_allclose(loaded(X), model(X), rtol=1e-5, atol=1e-5)
     added = add_attention(CRAResNet18(include_top=False, attention=None, input_shape=(64, 64, 3)))
     assert isinstance(added, Backbone) and added.count_params() == model.count_params()
+    assert added.output.shape == model.output.shape  # one tensor, not a list
     assert added.pyramid_level_inputs == model.pyramid_level_inputs
 
 
