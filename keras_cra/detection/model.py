@@ -61,14 +61,23 @@ def build_detector(backbone="CRAResNet18", num_classes=10, image_size=96, attent
 
 
 def copy_backbone_weights(path, encoder):
-    """Copies the weights of every layer of `encoder` found, same name and shapes, in the
-    `.keras` model at `path`. Returns the number of layers copied."""
+    """Copies the weights of every weighted layer of `encoder` from the layer of the same
+    name in the `.keras` model at `path` (a classifier of the same backbone; its head is
+    left out). Every such layer must be there with the same shapes. Returns the number of
+    layers copied."""
     from keras_cra.files import load_keras_model
 
     if not os.path.exists(path):
         raise ValueError(f"`backbone_weights` file not found. Received: backbone_weights={path}")
     source = load_keras_model(path, "backbone_weights")
     by_name = {layer.name: layer for layer in source.layers}
+    missing = [layer.name for layer in encoder.layers
+               if layer.weights and layer.name not in by_name]
+    if missing:
+        raise ValueError(
+            f"{len(missing)} weighted layers of the backbone are not in {path} (e.g. "
+            f"{', '.join(missing[:3])}); is it the same backbone and attention? "
+            f"Received: backbone_weights={path}")
     copied = 0
     for layer in encoder.layers:
         other = by_name.get(layer.name)

@@ -218,3 +218,22 @@ def test_resume_continues_a_stopped_run(tmp_path, capsys, monkeypatch):
     assert json.loads((out / "state.json").read_text())["epochs_done"] == 2
     assert len((out / "history.csv").read_text().strip().splitlines()) == 3  # header + 2 epochs
     assert json.loads((out / "metrics.json").read_text())["epochs"] == 2
+
+
+def test_backbone_weights_from_a_classifier(tmp_path):
+    """--backbone-weights FILE.keras: a trained classifier's backbone layers start the detector."""
+    from keras_cra.applications import CRAResNet18
+    from keras_cra.detection.model import build_detector
+
+    classifier = CRAResNet18(input_shape=(64, 64, 3), classes=7)
+    classifier.save(tmp_path / "c.keras")
+    detector = build_detector("CRAResNet18", 10, 64, head_convs=1,
+                              backbone_weights=str(tmp_path / "c.keras"))
+    encoder = detector.backbone.image_encoder
+    for name in ("conv1_conv", "conv2_block1_cra", "conv5_block2_2_bn"):
+        for a, b in zip(encoder.get_layer(name).weights, classifier.get_layer(name).weights):
+            np.testing.assert_array_equal(a.numpy(), b.numpy())
+    other = CRAResNet18(input_shape=(64, 64, 3), attention="se")
+    other.save(tmp_path / "se.keras")
+    with pytest.raises(ValueError, match="conv2_block1_cra.*same backbone and attention"):
+        build_detector("CRAResNet18", 10, 64, backbone_weights=str(tmp_path / "se.keras"))
