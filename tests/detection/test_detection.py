@@ -237,3 +237,63 @@ def test_backbone_weights_from_a_classifier(tmp_path):
     other.save(tmp_path / "se.keras")
     with pytest.raises(ValueError, match="conv2_block1_cra.*same backbone and attention"):
         build_detector("CRAResNet18", 10, 64, backbone_weights=str(tmp_path / "se.keras"))
+
+
+def _consistent_examples(builder, boxes, labels, crowd, height=40, width=80):
+    """Examples shaped by the builder's own feature spec (tfds), with one object count for
+    every sequence (tfds' random mock draws each sequence's length on its own)."""
+    import tensorflow as tf
+
+    info = builder.info.features.get_tensor_info()
+    n = len(labels)
+    given = {("objects", "bbox"): boxes, ("objects", "label"): labels,
+             ("objects", "is_crowd"): crowd}
+
+    def fill(key, spec):
+        if isinstance(spec, dict):
+            return {k: fill(key + (k,), v) for k, v in spec.items()}
+        if key in given:
+            return tf.constant(given[key], spec.dtype)
+        if key == ("image",):
+            return tf.constant(np.random.default_rng(0).integers(
+                0, 256, (height, width, 3)), spec.dtype)
+        shape = [n if d is None else d for d in spec.shape]
+        return tf.zeros(shape, spec.dtype)
+
+    example = fill((), dict(info))
+    return tf.data.Dataset.from_tensors(example)
+
+
+@pytest.mark.parametrize("name", ["voc/2007", "coco/2017"])
+def test_tfds_conversion_on_the_builders_feature_spec(name):
+    """tfds' relative yxyx boxes -> letterboxed xyxy pixels; crowd flags kept for evaluation."""
+    import tensorflow_datasets as tfds
+
+    rel = np.array([[0.1, 0.2, 0.5, 0.6], [0.0, 0.0, 1.0, 1.0], [0.25, 0.5, 0.25, 0.9]],
+                   "float32")
+    labels = np.array([3, 7, 1])
+    crowd = np.array([False, True, False])
+
+    def as_dataset(self, *args, **kwargs):
+        return _consistent_examples(self, rel, labels, crowd)
+
+    with tfds.testing.mock_data(num_examples=1, as_dataset_fn=as_dataset,
+                                policy=tfds.testing.MockPolicy.USE_CODE):
+        ds, names, n = data_lib.load(name, "train", 64, max_boxes=4)
+        example = next(iter(ds))
+    # 40x80 image, longer side to 64: scale 0.8, the image fills rows 0-31.
+    scale = 0.8
+    expected = np.array([[0.2 * 80, 0.1 * 40, 0.6 * 80, 0.5 * 40],
+                         [0, 0, 80, 40]]) * scale
+    boxes = example["boxes"].numpy()
+    # The third box has zero height: dropped. Padding to max_boxes with -1.
+    np.testing.assert_allclose(boxes[:2], expected, rtol=1e-5, atol=1e-4)
+    np.testing.assert_array_equal(boxes[2:], -1)
+    np.testing.assert_array_equal(example["labels"].numpy(), [3, 7, -1, -1])
+    has_crowd = name.startswith("coco")
+    np.testing.assert_array_equal(example["crowd"].numpy(), [False, has_crowd, False, False])
+    assert example["images"].shape == (64, 64, 3)
+    assert (example["images"].numpy()[32:] == 0).all()  # letterbox padding at the bottom
+    # Training targets leave the crowd box out; evaluation keeps it flagged.
+    _, y = next(iter(data_lib.pipeline(ds, 1, 64, training=False)))
+    assert y["labels"].numpy()[0].tolist() == ([3, -1, -1, -1] if has_crowd else [3, 7, -1, -1])
