@@ -10,8 +10,6 @@ padded at the bottom and right.
 
 import numpy as np
 
-from keras_cra.applications.imagenet import IMAGENET_MEAN, IMAGENET_STD
-
 SCENES = "fashion_mnist_scenes"
 
 
@@ -47,7 +45,7 @@ def load(dataset, split, image_size, max_boxes=100, count=None, data_dir=None,
         n = made["boxes"].shape[1]
         boxes = -np.ones((count, max_boxes, 4), "float32")
         labels = -np.ones((count, max_boxes), "int32")
-        boxes[:, :n], labels[:, :n] = made["boxes"][:, :max_boxes], made["labels"][:, :max_boxes]
+        boxes[:, :n], labels[:, :n] = made["boxes"], made["labels"]
         ds = tf.data.Dataset.from_tensor_slices({
             "images": made["images"], "boxes": boxes, "labels": labels,
             "crowd": np.zeros((count, max_boxes), bool)})
@@ -117,21 +115,21 @@ def _load_tfds(dataset, split, image_size, max_boxes, data_dir, manual_dir):
     return ds.map(convert, num_parallel_calls=tf.data.AUTOTUNE), class_names, num_examples
 
 
+def _clip_and_keep(boxes, labels, image_size):
+    """Boxes clipped to the image, and which of them stay: non-zero area and a label."""
+    import tensorflow as tf
+
+    boxes = tf.clip_by_value(tf.cast(boxes, tf.float32), 0.0, float(image_size))
+    keep = (boxes[..., 2] > boxes[..., 0]) & (boxes[..., 3] > boxes[..., 1]) & (labels >= 0)
+    return boxes, keep
+
+
 def clean_tf(boxes, labels, crowd, image_size):
     """`boxes.clean` in TF ops, on one image (crowd boxes kept, flagged, for evaluation)."""
     import tensorflow as tf
 
-    boxes = tf.clip_by_value(boxes, 0.0, float(image_size))
-    keep = (boxes[:, 2] > boxes[:, 0]) & (boxes[:, 3] > boxes[:, 1]) & (labels >= 0)
+    boxes, keep = _clip_and_keep(boxes, labels, image_size)
     return tf.boolean_mask(boxes, keep), tf.boolean_mask(labels, keep), tf.boolean_mask(crowd, keep)
-
-
-def normalize(images):
-    """uint8 / float 0-255 images -> the zoo's "torch" preprocessing."""
-    import tensorflow as tf
-
-    x = tf.cast(images, tf.float32) / 255.0
-    return (x - tf.constant(IMAGENET_MEAN, tf.float32)) / tf.constant(IMAGENET_STD, tf.float32)
 
 
 def pipeline(ds, batch_size, image_size, training, seed=0, epochs=1):
@@ -143,6 +141,8 @@ def pipeline(ds, batch_size, image_size, training, seed=0, epochs=1):
     """
     import keras
     import tensorflow as tf
+
+    from keras_cra.data.pipeline import normalize
 
     if training:
         ds = ds.shuffle(4096, seed=seed, reshuffle_each_iteration=True).repeat(epochs)
@@ -161,10 +161,9 @@ def pipeline(ds, batch_size, image_size, training, seed=0, epochs=1):
         ds = ds.map(augment, num_parallel_calls=tf.data.AUTOTUNE)
 
     def targets(batch):
-        boxes = tf.clip_by_value(tf.cast(batch["boxes"], tf.float32), 0.0, float(image_size))
         labels = tf.cast(batch["labels"], tf.int32)
-        keep = ((boxes[..., 2] > boxes[..., 0]) & (boxes[..., 3] > boxes[..., 1]) & (labels >= 0)
-                & ~batch["crowd"])
+        boxes, keep = _clip_and_keep(batch["boxes"], labels, image_size)
+        keep &= ~batch["crowd"]
         labels = tf.where(keep, labels, -1)
         boxes = tf.where(keep[..., None], boxes, -1.0)
         return normalize(batch["images"]), {"boxes": boxes, "labels": labels}

@@ -24,7 +24,7 @@ TFLITE = "detector_decoded.tflite"
 def _functions(model, image_size):
     import tensorflow as tf
 
-    from keras_cra.detection.data import normalize
+    from keras_cra.data.pipeline import normalize
 
     spec = tf.TensorSpec([None, image_size, image_size, 3], tf.uint8, name="images")
 

@@ -61,21 +61,31 @@ def letterbox(path, size):
     return np.clip(np.round(padded.numpy()), 0, 255).astype("uint8"), scale
 
 
+def draw_boxes(ax, boxes, labels, names=None, scores=None, min_score=0.0, color="red",
+               linewidth=1.5, fontsize=8):
+    """Draws `xyxy` boxes on a matplotlib axis; with `scores`, only those >= `min_score`,
+    captioned "class score". Labels < 0 (padding) are skipped."""
+    from matplotlib.patches import Rectangle
+
+    scores = [None] * len(labels) if scores is None else scores
+    for box, label, score in zip(boxes, labels, scores):
+        if label < 0 or (score is not None and score < min_score):
+            continue
+        ax.add_patch(Rectangle(box[:2], box[2] - box[0], box[3] - box[1], fill=False,
+                               edgecolor=color, linewidth=linewidth))
+        if score is not None:
+            ax.text(box[0], box[1], f"{names[int(label)]} {score:.2f}", color=color,
+                    fontsize=fontsize, va="bottom")
+
+
 def draw(image, boxes, classes, scores, names, path, min_score):
     from matplotlib.figure import Figure
-    from matplotlib.patches import Rectangle
 
     fig = Figure(figsize=(5, 5))
     ax = fig.subplots()
     ax.imshow(image)
     ax.axis("off")
-    for box, label, score in zip(boxes, classes, scores):
-        if score < min_score:
-            continue
-        ax.add_patch(Rectangle(box[:2], box[2] - box[0], box[3] - box[1], fill=False,
-                               edgecolor="red", linewidth=1.5))
-        ax.text(box[0], box[1], f"{names[int(label)]} {score:.2f}", color="red", fontsize=8,
-                va="bottom")
+    draw_boxes(ax, boxes, classes, names, scores, min_score)
     fig.subplots_adjust(left=0, right=1, bottom=0, top=1)
     fig.savefig(path, dpi=100)
 

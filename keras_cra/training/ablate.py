@@ -19,14 +19,13 @@ import numpy as np
 
 from keras_cra.cli import UsageError, check_output_dir, read_json
 from keras_cra.training import train as train_lib
-from keras_cra.training.common import print_table, run_cli, run_folder_lock
+from keras_cra.training.common import LOCK_FILE, print_table, run_cli, run_folder_lock
 
 GRID_FILE = "grid.json"
 RESULTS_CSV = "results.csv"
 SUMMARY_MD = "summary.md"
 CURVES_PNG = "val_accuracy.png"
 TOP1_PNG = "top1.png"
-GRID_FILES = {GRID_FILE, RESULTS_CSV, SUMMARY_MD, CURVES_PNG, TOP1_PNG, "runs", ".lock"}
 # Settings that may differ between invocations on one grid (they do not change results).
 NOT_RECIPE = ("attention", "seed", "out", "resume", "verbose", "data_dir", "manual_dir",
               "strategy", "jit_compile")
@@ -75,7 +74,7 @@ def check_grid(attentions, seeds):
 
 def recipe_of(config):
     """The settings every run of a grid shares (a resolved TrainConfig)."""
-    return {k: v for k, v in json.loads(json.dumps(dataclasses.asdict(config))).items()
+    return {k: v for k, v in train_lib._json_value(dataclasses.asdict(config)).items()
             if k not in NOT_RECIPE}
 
 
@@ -92,7 +91,7 @@ def _check_grid_folder(out, recipe):
                 + ". Use its settings or choose another --out. Nothing was overwritten."
             )
         return
-    others = set(os.listdir(out)) - {".lock"} if os.path.isdir(out) else set()
+    others = set(os.listdir(out)) - {LOCK_FILE} if os.path.isdir(out) else set()
     if others:
         raise UsageError(
             f"{out} is not empty and holds no ablation grid ({', '.join(sorted(others))}); "
@@ -140,21 +139,28 @@ def _train_time_callback(path):
     return TrainTime()
 
 
-def _row(run_dir, attention, seed, config):
-    """One results.csv row from a finished run folder."""
+def _macs(config, attention, saved):
+    """MACs of one image through the run's model (the same for every seed)."""
     from keras_cra.profiling import count_macs
 
+    run_config = dataclasses.replace(config, attention=None if attention == BASELINE else attention,
+                                     image_size=saved["image_size"])
+    return int(count_macs(train_lib.build_model(run_config, saved["num_classes"], 3)))
+
+
+def _row(run_dir, attention, seed, config, macs_by_attention):
+    """One results.csv row from a finished run folder; `macs_by_attention` caches MACs."""
     metrics = read_json(os.path.join(run_dir, "metrics.json"), "a run's metrics.json")
     saved = read_json(os.path.join(run_dir, "config.json"), "a run's config.json")
     times = read_json(time_path(os.path.dirname(run_dir), attention, seed),
                       "a run's train time")["epochs"]
     seconds = sum(t["seconds"] for t in times.values())
     images = sum(t["batches"] for t in times.values()) * saved["batch_size"]
-    run_config = dataclasses.replace(config, attention=None if attention == BASELINE else attention,
-                                     image_size=saved["image_size"])
-    model = train_lib.build_model(run_config, saved["num_classes"], 3)
+    if attention not in macs_by_attention:
+        macs_by_attention[attention] = _macs(config, attention, saved)
     return {"attention": attention, "seed": seed, "top1": metrics["top1"], "top5": metrics["top5"],
-            "loss": metrics["loss"], "params": metrics["params"], "macs": int(count_macs(model)),
+            "loss": metrics["loss"], "params": metrics["params"],
+            "macs": macs_by_attention[attention],
             "epochs": metrics["epochs"], "train_seconds": round(seconds, 1),
             "images_per_second": round(images / seconds, 1) if seconds else float("nan")}
 
@@ -183,7 +189,7 @@ def ablate(config, attentions, seeds, out, verbose=0, on_run=None):
                                verbose=verbose).resolved()
     train_lib.validate(base)
     recipe = recipe_of(base)
-    rows = []
+    rows, macs_by_attention = [], {}
     _check_grid_folder(out, recipe)
     with run_folder_lock(out):
         _check_grid_folder(out, recipe)  # again, now that no other grid runs here
@@ -203,7 +209,7 @@ def ablate(config, attentions, seeds, out, verbose=0, on_run=None):
                     base, attention=attention, seed=seed, out=run_dir, resume=resume)
                 timer = _train_time_callback(time_path(os.path.join(out, "runs"), attention, seed))
                 train_lib.train(run_config, extra_callbacks=[timer])
-            rows.append(_row(run_dir, attention, seed, base))
+            rows.append(_row(run_dir, attention, seed, base, macs_by_attention))
         write_results(rows, os.path.join(out, RESULTS_CSV))
         summary = summarize(rows)
         with open(os.path.join(out, SUMMARY_MD), "w") as f:
@@ -367,7 +373,7 @@ def main(argv=None):
 
         result = ablate(config, attentions, seeds, args.out, verbose=config.verbose,
                         on_run=report)
-        with open(result["files"][1]) as f:
+        with open(os.path.join(args.out, SUMMARY_MD)) as f:
             print(f.read())
         print_table("Files", {os.path.basename(p): p for p in result["files"]})
 

@@ -19,8 +19,7 @@ from keras_cra.cli import UsageError, check_output_dir
 from keras_cra.training import train as train_lib
 from keras_cra.training.common import print_table, run_cli, run_folder_lock
 
-PREDICTIONS_PNG = "predictions.png"
-train_lib.RUN_FILES.add(PREDICTIONS_PNG)
+PREDICTIONS_PNG = train_lib.PREDICTIONS_PNG
 
 
 @dataclasses.dataclass
@@ -97,7 +96,7 @@ def _datasets(config):
         eval_ds, _, n_eval = data.load(
             config.dataset, config.eval_split, config.image_size, config.max_boxes,
             config.eval_count, config.data_dir, config.manual_dir, seed=config.seed)
-    except (data.DetectionDataError, ValueError) as e:
+    except ValueError as e:  # DetectionDataError, and the scenes' argument checks
         raise UsageError(str(e)) from e
     if config.train_count:
         train_ds, n_train = train_ds.take(config.train_count), min(n_train, config.train_count)
@@ -136,12 +135,6 @@ def _train(config, initial_epoch):
     from keras_cra.training.callbacks import AtomicCheckpoint, RunState, StopOnNaN
     from keras_cra.training.common import configure_determinism
 
-    configure_determinism(config.seed)
-    train_ds, eval_ds, class_names, n_train, n_eval = _datasets(config)
-    steps = n_train // config.batch_size
-    if steps < 1:
-        raise UsageError(f"The training split has {n_train} images, fewer than one batch. "
-                         f"Received: --batch-size {config.batch_size}")
     out = config.out
     if initial_epoch >= config.epochs:
         raise UsageError(f"The run in {out} has finished all {config.epochs} epochs already.")
@@ -150,6 +143,12 @@ def _train(config, initial_epoch):
         if os.path.isdir(config.export) and os.listdir(config.export):
             raise UsageError(f"--export {config.export} is not empty; choose an empty or new "
                              "folder. Nothing was overwritten.")
+    configure_determinism(config.seed)
+    train_ds, eval_ds, class_names, n_train, n_eval = _datasets(config)
+    steps = n_train // config.batch_size
+    if steps < 1:
+        raise UsageError(f"The training split has {n_train} images, fewer than one batch. "
+                         f"Received: --batch-size {config.batch_size}")
     if not config.resume:
         with open(os.path.join(out, "config.json"), "w") as f:
             json.dump(dataclasses.asdict(config) | {"class_names": class_names}, f, indent=2)
@@ -185,7 +184,7 @@ def _train(config, initial_epoch):
             f"{step + 1} (--lr {config.lr}). Lower --lr or check the data. The checkpoint in "
             f"{out} is that of the last epoch that finished.")
     train_seconds = time.time() - start
-    metrics, examples = evaluate_detector(model, eval_ds, config.batch_size, config.image_size)
+    metrics, examples = evaluate_detector(model, eval_ds, config.batch_size)
     metrics = {"backbone": config.backbone, "attention": config.attention or "none",
                "dataset": config.dataset, "eval_split": config.eval_split,
                "eval_images": n_eval, "epochs": config.epochs,
@@ -207,12 +206,13 @@ def _train(config, initial_epoch):
     return metrics
 
 
-def evaluate_detector(model, eval_ds, batch_size, image_size, keep=8):
+def evaluate_detector(model, eval_ds, batch_size, keep=8):
     """COCO metrics of `model` on `eval_ds`; also returns the first `keep` images with
     their ground truth and predictions (for pictures)."""
     import tensorflow as tf
 
-    from keras_cra.detection import data, metrics
+    from keras_cra.data.pipeline import normalize
+    from keras_cra.detection import metrics
 
     gt_boxes, gt_labels, gt_crowd = [], [], []
     pred_boxes, pred_labels, pred_scores = [], [], []
@@ -220,7 +220,7 @@ def evaluate_detector(model, eval_ds, batch_size, image_size, keep=8):
     for batch in eval_ds.batch(batch_size):
         # keras-hub's NMS needs a static batch size: pad a short last batch.
         n = int(batch["images"].shape[0])
-        x = data.normalize(batch["images"])
+        x = normalize(batch["images"])
         if n < batch_size:
             x = tf.concat([x, tf.zeros((batch_size - n,) + tuple(x.shape[1:]), x.dtype)], 0)
         predictions = {k: np.asarray(v)[:n] for k, v in
@@ -228,9 +228,9 @@ def evaluate_detector(model, eval_ds, batch_size, image_size, keep=8):
         gt_boxes += list(batch["boxes"].numpy())
         gt_labels += list(batch["labels"].numpy())
         gt_crowd += list(batch["crowd"].numpy())
-        pred_boxes += list(np.asarray(predictions["boxes"]))
-        pred_labels += list(np.asarray(predictions["labels"]))
-        pred_scores += list(np.asarray(predictions["confidence"]))
+        pred_boxes += list(predictions["boxes"])
+        pred_labels += list(predictions["labels"])
+        pred_scores += list(predictions["confidence"])
         if len(images) < keep:
             images += list(batch["images"].numpy()[: keep - len(images)])
     result = metrics.coco_metrics(gt_boxes, gt_labels, pred_boxes, pred_labels, pred_scores,
@@ -245,7 +245,8 @@ def draw_predictions(examples, class_names, path, min_score=0.3):
     """A PNG grid: each image with its true boxes (green) and predictions above
     `min_score` (red, with class and score)."""
     from matplotlib.figure import Figure
-    from matplotlib.patches import Rectangle
+
+    from keras_cra.detection.inference import draw_boxes
 
     cols = min(4, len(examples))
     rows = -(-len(examples) // cols)
@@ -255,16 +256,9 @@ def draw_predictions(examples, class_names, path, min_score=0.3):
         ax.axis("off")
     for ax, ex in zip(axes.ravel(), examples):
         ax.imshow(ex["image"].astype("uint8"))
-        for box, label in zip(ex["gt_boxes"], ex["gt_labels"]):
-            if label >= 0:
-                ax.add_patch(Rectangle(box[:2], box[2] - box[0], box[3] - box[1], fill=False,
-                                       edgecolor="lime", linewidth=1))
-        for box, label, score in zip(ex["boxes"], ex["labels"], ex["scores"]):
-            if label >= 0 and score >= min_score:
-                ax.add_patch(Rectangle(box[:2], box[2] - box[0], box[3] - box[1], fill=False,
-                                       edgecolor="red", linewidth=1))
-                ax.text(box[0], box[1], f"{class_names[int(label)]} {score:.2f}", color="red",
-                        fontsize=6, va="bottom")
+        draw_boxes(ax, ex["gt_boxes"], ex["gt_labels"], color="lime", linewidth=1)
+        draw_boxes(ax, ex["boxes"], ex["labels"], class_names, ex["scores"], min_score,
+                   linewidth=1, fontsize=6)
     fig.suptitle("green: true boxes, red: predictions (score >= %.1f)" % min_score, fontsize=9)
     fig.subplots_adjust(left=0.01, right=0.99, bottom=0.01, top=0.92, wspace=0.03, hspace=0.03)
     fig.savefig(path, dpi=90)

@@ -209,8 +209,10 @@ def check_attention(attention, flag="--attention"):
 
 
 # Files a run folder holds; a folder holding anything else is never replaced.
+# (predictions.png: a training/detect.py run's picture.)
+PREDICTIONS_PNG = "predictions.png"
 RUN_FILES = {"config.json", "state.json", "last.keras", "best.keras", "history.csv",
-             "metrics.json", "logs", LOCK_FILE, DEMO_MARKER}
+             "metrics.json", "logs", PREDICTIONS_PNG, LOCK_FILE, DEMO_MARKER}
 # Settings that `--resume` may change; every other difference is an error.
 RESUME_MAY_CHANGE = ("out", "resume", "verbose", "data_dir", "manual_dir", "strategy",
                      "jit_compile")

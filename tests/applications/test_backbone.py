@@ -1,6 +1,5 @@
 """Zoo backbones in the Keras detection libraries, used as those libraries document."""
 
-import os
 
 import keras
 import numpy as np

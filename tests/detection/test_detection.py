@@ -7,7 +7,6 @@ import pytest
 pytest.importorskip("keras_hub")
 pytest.importorskip("pycocotools")
 
-from keras_cra.cli import UsageError  # noqa: E402
 from keras_cra.detection import boxes as boxes_lib  # noqa: E402
 from keras_cra.detection import data as data_lib  # noqa: E402
 from keras_cra.detection import metrics, scenes  # noqa: E402
