@@ -111,7 +111,10 @@ def export_detector(model, out, image_size, class_names, verify_images=None):
         text = str(e)
         ops_line = [line for line in text.splitlines() if "TF Select ops:" in line]
         nms_error = ops_line[0].strip() if ops_line else " ".join(text.split())[-300:]
-    flat = _convert_frozen(decoded)
+    from keras_cra.layers.cra import builtin_pooling
+
+    with builtin_pooling():  # a fresh trace, with CRA's pool as XNNPACK-friendly max pools
+        flat = _convert_frozen(_functions(model, image_size)[0])
     with open(os.path.join(out, TFLITE), "wb") as f:
         f.write(flat)
     metadata = {"image_size": image_size, "class_names": list(class_names),

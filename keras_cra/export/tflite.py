@@ -82,9 +82,13 @@ def convert(
 
     # Freeze the weights into constants: captured resource variables would
     # otherwise become READ_VARIABLE ops that a stock runtime cannot feed.
-    fn = convert_variables_to_constants_v2(
-        _concrete_function(model, batch_size, input_dtype, preprocess)
-    )
+    from keras_cra.layers.cra import builtin_pooling
+
+    # CRA's pool as max pools on slices: XNNPACK takes them, not a GATHER.
+    with builtin_pooling():
+        fn = convert_variables_to_constants_v2(
+            _concrete_function(model, batch_size, input_dtype, preprocess)
+        )
     converter = tf.lite.TFLiteConverter.from_concrete_functions([fn])
     # Builtins only: conversion fails instead of silently adding Flex ops.
     converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS]

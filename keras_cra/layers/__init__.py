@@ -3,6 +3,7 @@
 from keras_cra.layers.cra import CRA
 from keras_cra.layers.cra import ChannelReassessmentAttention
 from keras_cra.layers.cra import adaptive_max_pool
+from keras_cra.layers.cra import builtin_pooling
 from keras_cra.layers.eca import ECA
 from keras_cra.layers.eca import EfficientChannelAttention
 from keras_cra.layers.registry import ATTENTIONS

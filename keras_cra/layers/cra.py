@@ -1,5 +1,9 @@
 """Channel Reassessment Attention (CRA)."""
 
+import contextlib
+import contextvars
+import functools
+
 import numpy as np
 import keras
 from keras import ops
@@ -44,7 +48,7 @@ def _dynamic_indices(size, bins):
 
 
 def strided_window(size, bins):
-    """`(window, stride)` of one max pool equal to adaptive max pooling.
+    """`(window, stride)` of one VALID max pool equal to adaptive max pooling.
 
     Adaptive max pooling of `size` rows into `bins` is a plain max pool when
     `size` is a multiple of `bins` (window = stride = `size // bins`), and
@@ -53,7 +57,7 @@ def strided_window(size, bins):
     example 8 rows into 7 bins, or 64 into 7).
 
     Returns:
-        `(window, stride)`, or `None` when no single max pool matches.
+        `(window, stride)`, or `None` when no single VALID max pool matches.
     """
     if size is None:
         return None
@@ -65,6 +69,143 @@ def strided_window(size, bins):
     return None
 
 
+def _same_windows(size, window, stride):
+    # The clipped windows of a SAME max pool (TensorFlow's padding split).
+    out = -(-size // stride)
+    before = max((out - 1) * stride + window - size, 0) // 2
+    return [
+        (max(j * stride - before, 0), min(j * stride - before + window, size))
+        for j in range(out)
+    ]
+
+
+@functools.lru_cache(maxsize=None)
+def single_max_pool(size, bins):
+    """`(window, stride, padding)` of one max pool equal to adaptive max pooling.
+
+    Besides `strided_window`'s VALID cases, a SAME pool matches when only the
+    first and last bins are one row shorter, e.g. `size = bins * d - 1`
+    (48 rows into 7: windows of 8 at stride 7, one padded row each side).
+    The stride never exceeds the window, so LiteRT's XNNPACK delegate takes
+    the pool.
+
+    Returns:
+        `(window, stride, padding)`, or `None`.
+    """
+    if size is None:
+        return None
+    plan = strided_window(size, bins)
+    if plan:
+        return plan + ("valid",)
+    start, end = adaptive_max_windows(size, bins)
+    bins_ = list(zip(start.tolist(), end.tolist()))
+    window = max(e - s for s, e in bins_)
+    for stride in range(1, window + 1):
+        if _same_windows(size, window, stride) == bins_:
+            return window, stride, "same"
+    return None
+
+
+@functools.lru_cache(maxsize=None)
+def max_pool_runs(size, bins):
+    """Adaptive max pooling along one axis as a few max pools on slices.
+
+    The distinct bins are split into the fewest runs of consecutive bins of
+    equal length at equal spacing, each run one max pool (window = bin length,
+    stride = spacing <= window) on the slice the run covers.
+
+    Returns:
+        `(runs, index)`: `runs` a tuple of `(start, stop, window, stride)`,
+        and `index[i]` the position of bin `i` among the runs' outputs in
+        order (bins repeat when `size < bins`).
+    """
+    start, end = adaptive_max_windows(size, bins)
+    bins_ = list(zip(start.tolist(), end.tolist()))
+    windows = sorted(set(bins_))
+    n = len(windows)
+
+    def one_pool(i, j):
+        group = windows[i:j]
+        length = group[0][1] - group[0][0]
+        if any(e - s != length for s, e in group):
+            return False
+        steps = {b[0] - a[0] for a, b in zip(group, group[1:])}
+        return len(steps) <= 1 and all(step <= length for step in steps)
+
+    # Fewest runs by dynamic programming over prefixes.
+    best, back = [0] + [None] * n, [0] * (n + 1)
+    for j in range(1, n + 1):
+        for i in range(j):
+            if best[i] is not None and one_pool(i, j) and (best[j] is None or best[i] + 1 < best[j]):
+                best[j], back[j] = best[i] + 1, i
+    runs, j = [], n
+    while j:
+        i = back[j]
+        group = windows[i:j]
+        stride = group[1][0] - group[0][0] if len(group) > 1 else 1
+        runs.append((group[0][0], group[-1][1], group[0][1] - group[0][0], stride))
+        j = i
+    return tuple(runs[::-1]), tuple(windows.index(b) for b in bins_)
+
+
+_POOLING = contextvars.ContextVar("keras_cra_pooling", default="gather")
+
+
+@contextlib.contextmanager
+def builtin_pooling():
+    """Traces CRA's adaptive max pool as max pools on slices, never a gather.
+
+    Both ways give the same numbers. Inside TensorFlow, Keras, JAX and
+    PyTorch the gather is faster (and its gradient is); in a `.tflite` file a
+    GATHER is not taken by LiteRT's XNNPACK delegate and splits the graph, so
+    the TFLite exporter traces models inside this context.
+    """
+    token = _POOLING.set("slices")
+    try:
+        yield
+    finally:
+        _POOLING.reset(token)
+
+
+def _axis_slice(x, axis, start, stop):
+    index = [slice(None)] * len(x.shape)
+    index[axis] = slice(start, stop)
+    return x[tuple(index)]
+
+
+def _pool_along(x, axis, axes, window, stride, padding="valid"):
+    if window == 1 and stride == 1:
+        return x
+    windows, strides = [1, 1], [1, 1]
+    windows[list(axes).index(axis)] = window
+    strides[list(axes).index(axis)] = stride
+    return _strided_max_pool(x, list(zip(windows, strides)), axes, padding)
+
+
+def _concatenate(parts, axis):
+    # LiteRT's XNNPACK delegate concatenates at most 4 tensors at once.
+    while len(parts) > 1:
+        parts = [parts[i : i + 4] for i in range(0, len(parts), 4)]
+        parts = [p[0] if len(p) == 1 else ops.concatenate(p, axis=axis) for p in parts]
+    return parts[0]
+
+
+def _pool_by_runs(x, axis, axes, size, bins):
+    runs, index = max_pool_runs(size, bins)
+    outs = [
+        _pool_along(_axis_slice(x, axis, a, b) if (a, b) != (0, size) else x, axis, axes, w, s)
+        for a, b, w, s in runs
+    ]
+    if list(index) != list(range(bins)):  # fewer rows than bins: repeat windows
+        windows = [
+            _axis_slice(out, axis, j, j + 1) if out.shape[axis] > 1 else out
+            for out in outs
+            for j in range(out.shape[axis])
+        ]
+        outs = [windows[i] for i in index]
+    return _concatenate(outs, axis)
+
+
 def adaptive_max_pool(x, output_size, axes, fast=True):
     """Adaptive max pooling with PyTorch's window rule, on any input size.
 
@@ -73,30 +214,34 @@ def adaptive_max_pool(x, output_size, axes, fast=True):
         output_size: int, the number of bins along each axis of `axes`.
         axes: the two spatial axes of `x`.
         fast: bool. If `True`, every axis whose static size allows it (see
-            `strided_window`) is pooled by one strided max pool; the other
-            axes gather each bin's rows and reduce (the general path, used
-            for every axis when `fast=False`). Both give identical results.
+            `single_max_pool`) is pooled by one max pool, first; each other
+            axis gathers each bin's rows and reduces (the general path, used
+            for every axis when `fast=False`), or, inside
+            `builtin_pooling()`, takes a few max pools on slices
+            (`max_pool_runs`). All give identical results.
     """
     sizes = [x.shape[a] for a in axes]
-    plans = [strided_window(s, output_size) if fast else None for s in sizes]
-    if all(plans):
-        return _strided_max_pool(x, plans, axes)
-    for i, (axis, size) in enumerate(zip(axes, sizes)):
+    plans = [single_max_pool(s, output_size) if fast else None for s in sizes]
+    if all(plans) and plans[0][2] == plans[1][2]:
+        return _strided_max_pool(x, [p[:2] for p in plans], axes, plans[0][2])
+    order = sorted(range(2), key=lambda i: plans[i] is None)  # single pools first
+    for i in order:
+        axis, size = axes[i], sizes[i]
         if plans[i]:
-            one_axis = [(1, 1), (1, 1)]
-            one_axis[i] = plans[i]
-            x = _strided_max_pool(x, one_axis, axes)
-            continue
-        if size is None:
+            x = _pool_along(x, axis, axes, *plans[i])
+        elif size is None:
             idx = _dynamic_indices(ops.shape(x)[axis], output_size)
+            x = ops.max(ops.take(x, idx, axis=axis), axis=axis + 1)
+        elif fast and _POOLING.get() == "slices":
+            x = _pool_by_runs(x, axis, axes, size, output_size)
         else:
+            # (..., bins, k, ...) then max over the window axis.
             idx = adaptive_max_indices(size, output_size)
-        # (..., bins, k, ...) then max over the window axis.
-        x = ops.max(ops.take(x, idx, axis=axis), axis=axis + 1)
+            x = ops.max(ops.take(x, idx, axis=axis), axis=axis + 1)
     return x
 
 
-def _strided_max_pool(x, plans, axes):
+def _strided_max_pool(x, plans, axes, padding="valid"):
     windows = tuple(w for w, _ in plans)
     strides = tuple(s for _, s in plans)
     if windows == (1, 1) and strides == (1, 1):
@@ -106,7 +251,7 @@ def _strided_max_pool(x, plans, axes):
         x,
         pool_size=windows,
         strides=strides,
-        padding="valid",
+        padding=padding,
         data_format=data_format,
     )
 
@@ -127,12 +272,14 @@ class ChannelReassessmentAttention(ChannelGate):
     In a residual block it sits after the last convolution + BatchNorm,
     before the residual addition.
 
-    Non-finite inputs: where a spatial size is a multiple of `pool_size` (or
-    `pool_size * d + 1`), the pool is one strided max pool, which skips NaN
-    values, so a NaN pixel leaves its channel's gate finite and only that
-    pixel's output is NaN. Other sizes take a gather path that, like
-    PyTorch's adaptive max pool, makes a bin holding a NaN NaN, and so the
-    whole channel's output. Infinities behave the same on both paths.
+    Non-finite inputs: an axis pooled by max pools skips NaN values, so a
+    NaN pixel leaves its channel's gate finite and only that pixel's output
+    is NaN. That is every axis whose size one max pool covers (multiples of
+    `pool_size`, `pool_size * d + 1`, `pool_size * d - 1`; see
+    `single_max_pool`), and every static size inside `builtin_pooling()`
+    (how the TFLite exporter traces). Other sizes take a gather path that,
+    like PyTorch's adaptive max pool, makes a bin holding a NaN NaN, and so
+    the whole channel's output. Infinities behave the same on every path.
 
     Args:
         pool_size: int, side of the pooled map and of the depthwise kernel.

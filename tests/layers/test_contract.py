@@ -72,7 +72,7 @@ BACKEND_SCRIPT = textwrap.dedent(
     from keras_cra.layers import CRA
     from tests.references import cra_nhwc
     rng = np.random.default_rng(0)
-    for h, w in [(56, 56), (8, 10), (64, 15), (3, 3), (1, 1)]:
+    for h, w in [(56, 56), (8, 10), (64, 15), (3, 3), (1, 1), (13, 20), (48, 6)]:
         xs = rng.normal(size=(2, h, w, 6)).astype("float32")
         layer = CRA()
         layer.build(xs.shape)
@@ -81,6 +81,14 @@ BACKEND_SCRIPT = textwrap.dedent(
         layer.set_weights([k, b])
         np.testing.assert_allclose(keras.ops.convert_to_numpy(layer(xs)), cra_nhwc(xs, k, b),
                                    rtol=1e-5, atol=1e-6)
+    # The exporter's pooling (max pools on slices) on this backend too.
+    from keras_cra.layers import adaptive_max_pool, builtin_pooling
+    from tests.references import adaptive_max_pool_nhwc
+    for h, w in [(24, 16), (5, 3), (48, 13)]:
+        xs = rng.normal(size=(2, h, w, 3)).astype("float32")
+        with builtin_pooling():
+            pooled = keras.ops.convert_to_numpy(adaptive_max_pool(xs, 7, (1, 2)))
+        np.testing.assert_array_equal(pooled, adaptive_max_pool_nhwc(xs, 7))
     print(json.dumps(out))
     """
 )

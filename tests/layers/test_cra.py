@@ -5,7 +5,8 @@ import keras
 from hypothesis import given, settings, strategies as st
 
 from keras_cra.layers import CRA, ChannelReassessmentAttention, adaptive_max_pool
-from keras_cra.layers.cra import adaptive_max_windows, strided_window
+from keras_cra.layers import builtin_pooling
+from keras_cra.layers.cra import adaptive_max_windows, max_pool_runs, single_max_pool, strided_window
 from keras_cra.export import tflite
 from tests.references import adaptive_max_pool_nhwc, cra_nhwc
 
@@ -97,6 +98,59 @@ def test_strided_window_matches_the_window_rule():
     assert found > 100
     assert strided_window(8, 7) == (2, 1) and strided_window(64, 7) == (10, 9)
     assert strided_window(32, 7) is None and strided_window(3, 7) is None
+
+
+def test_single_max_pool_is_tensorflows_own_pool():
+    """Every size `single_max_pool` accepts, pooled by TensorFlow's own max pool with that
+    window, stride and padding, equals the NumPy reference; the stride never exceeds the
+    window (XNNPACK refuses such pools)."""
+    rng = np.random.default_rng(0)
+    found = []
+    for size in range(1, 131):
+        plan = single_max_pool(size, 7)
+        if plan is None:
+            continue
+        window, stride, padding = plan
+        assert 1 <= stride <= window, size
+        found.append(size)
+        x = rng.normal(size=(1, size, 3, 2)).astype("float32")
+        got = tf.nn.max_pool2d(x, (window, 1), (stride, 1), padding.upper()).numpy()
+        ref = np.stack([x[:, s:e].max(axis=1) for s, e in zip(*adaptive_max_windows(size, 7))], 1)
+        np.testing.assert_array_equal(got, ref)
+    # 7d, 7d + 1 and 7d - 1 (SAME: 13, 20, 48, ...); 16, 24 and 32 need several pools.
+    assert {13, 14, 15, 20, 48, 56, 64}.issubset(found) and not {16, 24, 32}.intersection(found)
+    assert single_max_pool(48, 7) == (8, 7, "same")
+
+
+def test_max_pool_runs_cover_every_bin():
+    for size in range(1, 301):
+        runs, index = max_pool_runs(size, 7)
+        windows = []
+        for start, stop, window, stride in runs:
+            assert 1 <= stride <= window and stop - start >= window, (size, runs)
+            windows += [(a, a + window) for a in range(start, stop - window + 1, stride)]
+        start, end = adaptive_max_windows(size, 7)
+        assert [windows[i] for i in index] == list(zip(start.tolist(), end.tolist())), size
+        assert len(runs) <= 7
+
+
+@pytest.mark.parametrize("data_format", ["channels_last", "channels_first"])
+def test_builtin_pooling_gives_the_same_numbers(data_format):
+    rng = np.random.default_rng(1)
+    for h, w in [(1, 1), (3, 5), (5, 5), (6, 6), (9, 12), (16, 16), (24, 24), (32, 32),
+                 (24, 48), (48, 13), (40, 80), (96, 10), (1, 30)]:
+        x = rng.normal(size=(2, h, w, 3)).astype("float32")
+        axes = (1, 2)
+        if data_format == "channels_first":
+            x, axes = np.ascontiguousarray(x.transpose(0, 3, 1, 2)), (2, 3)
+        with builtin_pooling():
+            got = keras.ops.convert_to_numpy(adaptive_max_pool(x, 7, axes))
+        default = keras.ops.convert_to_numpy(adaptive_max_pool(x, 7, axes))
+        if data_format == "channels_first":
+            got, default = got.transpose(0, 2, 3, 1), default.transpose(0, 2, 3, 1)
+            x = x.transpose(0, 2, 3, 1)
+        np.testing.assert_array_equal(got, adaptive_max_pool_nhwc(x, 7))
+        np.testing.assert_array_equal(default, got)
 
 
 @pytest.mark.parametrize(
@@ -262,11 +316,12 @@ def test_wrong_channels_after_build():
         layer(np.zeros((1, 7, 7, 4), "float32"))
 
 
-@pytest.mark.parametrize("size", [14, 15, 16])
+@pytest.mark.parametrize("size", [13, 14, 15, 16])
 def test_nan_inputs_follow_the_documented_rule(size):
-    """A NaN in one channel: the general path spreads it to the whole channel, as PyTorch's
-    adaptive max pool does; the strided fast path (TF's max pool skips NaN) keeps the gate
-    finite, so only the NaN pixel stays NaN. Other channels stay finite on both paths."""
+    """A NaN in one channel: the gather path spreads it to the whole channel, as PyTorch's
+    adaptive max pool does; max pools (one for 13, 14, 15; several on slices for 16 inside
+    `builtin_pooling`) skip NaN and keep the gate finite, so only the NaN pixel stays NaN.
+    Other channels stay finite on every path."""
     torch = pytest.importorskip("torch")
     x = np.random.default_rng(0).normal(size=(1, size, size, 2)).astype("float32")
     x[0, 3, 4, 0] = np.nan
@@ -278,23 +333,35 @@ def test_nan_inputs_follow_the_documented_rule(size):
     # PyTorch: a NaN bin makes the channel's gate NaN, hence the whole channel.
     assert np.isnan(general[..., 0]).all() and np.isfinite(general[..., 1]).all()
     y = layer(x).numpy()
-    if strided_window(size, 7):  # 14 and 15 (7 * 2 + 1): the strided fast path
+    if single_max_pool(size, 7):  # 13 (SAME), 14, 15 (7 * 2 + 1): one max pool
         assert np.isnan(y[..., 0]).sum() == 1 and np.isnan(y[0, 3, 4, 0])
-    else:  # 16: the general path
+    else:  # 16: the gather path
         assert np.isnan(y[..., 0]).all()
+    with builtin_pooling():
+        y = layer(x).numpy()
+    assert np.isnan(y[..., 0]).sum() == 1 and np.isnan(y[0, 3, 4, 0])
     assert np.isfinite(y[..., 1]).all()
 
 
-@pytest.mark.parametrize("size, strided", [(14, True), (16, False)])
-def test_xnnpack_partitions_by_path(size, strided):
-    """LiteRT's XNNPACK delegate takes the strided path whole (one partition, like a model
-    without CRA); the gather path's GATHER and REDUCE_MAX stay outside, splitting the graph."""
-    from keras_cra.export import tflite
-
-    inputs = keras.Input((size, size, 3))
+@pytest.mark.parametrize("size", [(14, 14), (16, 16), (24, 48), (12, 12), (6, 6), (3, 5), (1, 1)])
+def test_tflite_export_is_one_xnnpack_partition(size):
+    """The exporter traces CRA inside `builtin_pooling`: max pools (stride <= window) on
+    slices and concatenations of at most 4 tensors, which LiteRT's XNNPACK delegate takes
+    whole, so a CRA model is one partition like the model without it, with no GATHER, at
+    every size; the outputs equal Keras'. The default trace (what TensorFlow runs) still
+    gathers at sizes no single max pool covers, and there XNNPACK splits the graph."""
+    inputs = keras.Input(size + (3,))
     x = keras.layers.Conv2D(8, 3, padding="same")(inputs)
     plain = keras.Model(inputs, keras.layers.GlobalAveragePooling2D()(x))
-    with_cra = keras.Model(inputs, keras.layers.GlobalAveragePooling2D()(CRA()(x)))
+    with_cra = keras.Model(inputs, CRA()(x))
     assert tflite.delegate_partitions(tflite.convert(plain)) == 1
-    partitions = tflite.delegate_partitions(tflite.convert(with_cra))
-    assert (partitions == 1) if strided else (partitions > 1)
+    flat = tflite.convert(with_cra)
+    assert tflite.delegate_partitions(flat) == 1
+    assert "GATHER" not in tflite.op_names(flat)
+    images = np.random.default_rng(0).normal(size=(2,) + size + (3,)).astype("float32")
+    np.testing.assert_allclose(tflite.run(flat, images), with_cra.predict(images, verbose=0),
+                               rtol=1e-5, atol=1e-5)
+    if not (single_max_pool(size[0], 7) and single_max_pool(size[1], 7)):
+        gathered = tf.lite.TFLiteConverter.from_keras_model(with_cra).convert()
+        assert "GATHER" in tflite.op_names(gathered)
+        assert tflite.delegate_partitions(gathered) > 1
