@@ -3,6 +3,7 @@
 import contextlib
 import contextvars
 import functools
+import itertools
 
 import numpy as np
 import keras
@@ -79,7 +80,7 @@ def _same_windows(size, window, stride):
     ]
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def single_max_pool(size, bins):
     """`(window, stride, padding)` of one max pool equal to adaptive max pooling.
 
@@ -106,7 +107,7 @@ def single_max_pool(size, bins):
     return None
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def max_pool_runs(size, bins):
     """Adaptive max pooling along one axis as a few max pools on slices.
 
@@ -129,7 +130,7 @@ def max_pool_runs(size, bins):
         length = group[0][1] - group[0][0]
         if any(e - s != length for s, e in group):
             return False
-        steps = {b[0] - a[0] for a, b in zip(group, group[1:])}
+        steps = {b[0] - a[0] for a, b in itertools.pairwise(group)}
         return len(steps) <= 1 and all(step <= length for step in steps)
 
     # Fewest runs by dynamic programming over prefixes.
