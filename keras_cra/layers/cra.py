@@ -175,8 +175,6 @@ def _axis_slice(x, axis, start, stop):
 
 
 def _pool_along(x, axis, axes, window, stride, padding="valid"):
-    if window == 1 and stride == 1:
-        return x
     windows, strides = [1, 1], [1, 1]
     windows[list(axes).index(axis)] = window
     strides[list(axes).index(axis)] = stride
@@ -230,14 +228,14 @@ def adaptive_max_pool(x, output_size, axes, fast=True):
         axis, size = axes[i], sizes[i]
         if plans[i]:
             x = _pool_along(x, axis, axes, *plans[i])
-        elif size is None:
-            idx = _dynamic_indices(ops.shape(x)[axis], output_size)
-            x = ops.max(ops.take(x, idx, axis=axis), axis=axis + 1)
-        elif fast and _POOLING.get() == "slices":
+        elif size is not None and fast and _POOLING.get() == "slices":
             x = _pool_by_runs(x, axis, axes, size, output_size)
         else:
+            if size is None:
+                idx = _dynamic_indices(ops.shape(x)[axis], output_size)
+            else:
+                idx = adaptive_max_indices(size, output_size)
             # (..., bins, k, ...) then max over the window axis.
-            idx = adaptive_max_indices(size, output_size)
             x = ops.max(ops.take(x, idx, axis=axis), axis=axis + 1)
     return x
 

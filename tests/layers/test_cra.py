@@ -337,6 +337,7 @@ def test_nan_inputs_follow_the_documented_rule(size):
         assert np.isnan(y[..., 0]).sum() == 1 and np.isnan(y[0, 3, 4, 0])
     else:  # 16: the gather path
         assert np.isnan(y[..., 0]).all()
+    assert np.isfinite(y[..., 1]).all()
     with builtin_pooling():
         y = layer(x).numpy()
     assert np.isnan(y[..., 0]).sum() == 1 and np.isnan(y[0, 3, 4, 0])
