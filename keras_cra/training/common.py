@@ -119,6 +119,18 @@ def print_table(title, rows):
     Console().print(table)
 
 
+def build_optimizer(model):
+    """Creates the compiled optimizer's variables now, before `fit`.
+
+    Without a distribution strategy, Keras' TensorFlow trainer creates them
+    inside the first traced train step, and TensorFlow then traces that step
+    a second time: about 4 s more per run for CRAResNet20 on 2 cores.
+    """
+    if not model.optimizer.built:
+        model.optimizer.build(model.trainable_variables)
+    return model
+
+
 def prepare_for_multiworker(model, strategy, example_batch):
     """Works around keras-team/keras#20585 (Keras 3 + MultiWorkerMirroredStrategy).
 

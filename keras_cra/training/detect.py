@@ -17,7 +17,7 @@ import numpy as np
 
 from keras_cra.cli import UsageError, check_output_dir
 from keras_cra.training import train as train_lib
-from keras_cra.training.common import print_table, run_cli, run_folder_lock
+from keras_cra.training.common import build_optimizer, print_table, run_cli, run_folder_lock
 
 PREDICTIONS_PNG = train_lib.PREDICTIONS_PNG
 
@@ -113,7 +113,7 @@ def _compile(model, config, steps):
     schedule = EpochSchedule(config.lr, steps, config.epochs, "cosine", [],
                              warmup_epochs=config.warmup_epochs)
     model.compile(optimizer=keras.optimizers.Adam(schedule, global_clipnorm=10.0))
-    return model
+    return build_optimizer(model)
 
 
 def train_detector(config):
@@ -161,7 +161,6 @@ def _train(config, initial_epoch):
     if config.resume:
         # keras-hub's detector has its own compile(), which .keras loading does not
         # replay: rebuild, compile, then read the weights and the optimizer state.
-        model.optimizer.build(model.trainable_variables)
         model.load_weights(os.path.join(out, "last.keras"))
     train = data.pipeline(train_ds, config.batch_size, config.image_size, training=True,
                           seed=config.seed, epochs=config.epochs)

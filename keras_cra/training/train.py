@@ -15,6 +15,7 @@ from keras_cra.training.common import (
     DEMO_MARKER,
     LOCK_FILE,
     UsageError,
+    build_optimizer,
     configure_determinism,
     get_strategy,
     is_chief,
@@ -325,7 +326,7 @@ def compile_model(model, config, steps):
         ],
         jit_compile=config.jit_compile,
     )
-    return model
+    return build_optimizer(model)
 
 
 def datasets(config, initial_epoch=0):
