@@ -131,6 +131,18 @@ def build_optimizer(model):
     return model
 
 
+def build_loss_trackers(model, x, y):
+    """Creates a compiled multi-output loss' trackers before `fit`.
+
+    Keras creates one tracker per output loss at the first computed loss;
+    inside the first traced train step that makes TensorFlow trace it twice
+    (as `build_optimizer` says). One eager loss on `(x, y)`, then the
+    metrics are reset.
+    """
+    model.compute_loss(x, y, model(x, training=False), None)
+    model.reset_metrics()
+
+
 def prepare_for_multiworker(model, strategy, example_batch):
     """Works around keras-team/keras#20585 (Keras 3 + MultiWorkerMirroredStrategy).
 

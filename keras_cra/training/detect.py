@@ -17,7 +17,13 @@ import numpy as np
 
 from keras_cra.cli import UsageError, check_output_dir
 from keras_cra.training import train as train_lib
-from keras_cra.training.common import build_optimizer, print_table, run_cli, run_folder_lock
+from keras_cra.training.common import (
+    build_loss_trackers,
+    build_optimizer,
+    print_table,
+    run_cli,
+    run_folder_lock,
+)
 
 PREDICTIONS_PNG = train_lib.PREDICTIONS_PNG
 
@@ -165,6 +171,7 @@ def _train(config, initial_epoch):
     train = data.pipeline(train_ds, config.batch_size, config.image_size, training=True,
                           seed=config.seed, epochs=config.epochs)
     evaluation = data.pipeline(eval_ds, config.batch_size, config.image_size, training=False)
+    build_loss_trackers(model, *next(iter(evaluation.take(1))))
     stopper = StopOnNaN()
     start = time.time()
     model.fit(

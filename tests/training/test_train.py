@@ -330,3 +330,29 @@ def test_demo_replaces_its_own_previous_run(tmp_path):
     assert os.listdir(out) == [DEMO_MARKER]
     # training accepts the fresh demo folder
     assert _prepare_out(TrainConfig(out=str(out))) == (0, None)
+
+
+@pytest.mark.parametrize("prebuild", [False, True])
+def test_train_step_is_traced_once_when_built_before_fit(prebuild):
+    """build_optimizer + build_loss_trackers: TensorFlow traces the train step once (without
+    them Keras creates variables inside the first trace, and TensorFlow traces it again)."""
+    from keras_cra.training.common import build_loss_trackers, build_optimizer
+
+    inputs = keras.Input((4,))
+    model = keras.Model(inputs, {"a": keras.layers.Dense(2, name="a")(inputs),
+                                 "b": keras.layers.Dense(1, name="b")(inputs)})
+    model.compile(keras.optimizers.SGD(0.1, momentum=0.9), loss={"a": "mse", "b": "mse"})
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(8, 4)).astype("float32")
+    y = {"a": rng.normal(size=(8, 2)).astype("float32"),
+         "b": rng.normal(size=(8, 1)).astype("float32")}
+    if prebuild:
+        build_optimizer(model)
+        build_loss_trackers(model, x[:2], {k: v[:2] for k, v in y.items()})
+        assert all(float(v.numpy()) == 0 for v in model.metrics_variables)  # reset after
+    traces = []
+    train_step = model.train_step
+    model.train_step = lambda data: traces.append(1) or train_step(data)
+    model.fit(x, y, batch_size=4, epochs=1, verbose=0)
+    # If Keras stops tracing twice (prebuild=False), these helpers can go.
+    assert len(traces) == (1 if prebuild else 2)
