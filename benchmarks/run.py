@@ -11,6 +11,7 @@ Writes benchmarks/RESULTS.md and benchmarks/RESULTS.json.
 
     python benchmarks/run.py --quick     # < 5 minutes on 2 cores
     python benchmarks/run.py             # the full table in the README
+    python benchmarks/run.py --bound     # off-grid rows next to `onepool` (one max pool per map)
 """
 
 import argparse
@@ -28,6 +29,7 @@ from benchmarks.common import (  # noqa: E402
     git_revision,
     interleaved,
     machine,
+    one_pool_bound_layer,
     ratio,
     write_json,
 )
@@ -48,6 +50,8 @@ def build(model_name, attention, size=None):
 
     if attention == "floor":
         attention = gate_floor_layer()
+    elif attention == "onepool":
+        attention = one_pool_bound_layer()
     style = zoo.get(model_name).style
     size = size or (224 if style == "imagenet" else 32)
     return get_model(model_name, attention=None if attention == "none" else attention,
@@ -229,6 +233,52 @@ def sizes_only(out):
     print("\n".join(lines))
 
 
+BOUND_ATTENTIONS = ["none", "floor", "eca", "se", "cra", "onepool"]
+
+
+def bound_only(out, reps=20):
+    """Off-grid rows with `onepool` (CRA's cost if one max pool covered every map):
+    how far any exact pooling layout could bring CRA. Writes RESULTS_bound.md / .json."""
+    info = machine()
+    payload = {"machine": info, "command": command_line(), "timed": {}}
+    lines = ["# keras_cra benchmark: what pooling could still win off the 7d grid", "",
+             f"Machine: {info['cpu']}, {info['cores']} cores, nothing else running; "
+             f"TensorFlow {info['tensorflow']}, Keras {info['keras']}; commit {git_revision()}.", "",
+             f"Command: `python {command_line()}`", "",
+             "Ratios against the same model with `attention=None`, interleaved in one run; "
+             "`floor` as in RESULTS.md. `onepool` is not CRA: CRA's weights and gate math "
+             "with the adaptive pool replaced by one VALID max pool of window `size // 7` "
+             "cropped to 7x7 (`benchmarks.common.one_pool_bound_layer`), the path CRA takes "
+             "when a map is 7d x 7d. No exact pooling layout of CRA can cost less, so a row "
+             "where `onepool` misses `floor + 0.05` cannot be met by CRA's pooling."]
+    atts = BOUND_ATTENTIONS
+    head = "| model | row | " + " | ".join(f"{a} ms | ratio" for a in atts) + " |"
+    rule = "|---|---|" + "---|---|" * len(atts)
+    lines += ["", "## Keras (TensorFlow), batch 32", "", head, rule]
+    for model_name in ("CRAResNet20", "CRAResNet56"):
+        for key, what, fn in (("keras_b32", "inference", keras_latency),
+                              ("train_b32", "training step", train_step_time)):
+            r = fn(model_name, atts, 32, repeats(model_name, reps, 32))
+            payload["timed"][f"{key}/{model_name}"] = r
+            lines.append(f"| {model_name} | {what} | "
+                         + " | ".join(fmt_timing(r[a], r["none"]) for a in atts) + " |")
+            print(lines[-1], flush=True)
+    lines += ["", "## LiteRT, one image", "",
+              "| model | input | variant | threads | " + " | ".join(
+                  f"{a} ms | ratio" for a in atts) + " |", "|---|---|---|---|" + "---|---|" * len(atts)]
+    for model_name, size in (("CRAResNet20", 32), ("CRAMobileNetV2", 160), ("CRAResNet50", 192)):
+        res = litert_latency(model_name, atts, max(reps // 2, 5), threads=(1, 2), size=size)
+        for (variant, n), r in res.items():
+            payload["timed"][f"litert/{model_name}/{size}/{variant}/{n}"] = r
+            lines.append(f"| {model_name} | {size} | {variant} | {n} | " + " | ".join(
+                fmt_timing(r[a], r["none"]) for a in atts) + " |")
+            print(lines[-1], flush=True)
+    with open(os.path.join(out, "RESULTS_bound.md"), "w") as f:
+        f.write("\n".join(lines) + "\n")
+    write_json(os.path.join(out, "RESULTS_bound.json"), payload)
+    return lines
+
+
 DETECTOR_SECTION = ("<!-- detector section: python benchmarks/run.py --detector -->",
                     "<!-- end of detector section -->")
 
@@ -342,8 +392,13 @@ def main(argv=None):
                    help="only the LiteRT size sweep (writes RESULTS_sizes.md / .json)")
     p.add_argument("--detector", action="store_true",
                    help="only CRA's cost inside a RetinaNet (a section of RESULTS.md)")
+    p.add_argument("--bound", action="store_true",
+                   help="only the off-grid rows with `onepool`, the cost of one max pool per "
+                        "map (writes RESULTS_bound.md / .json)")
     p.add_argument("--out", default=HERE)
     a = p.parse_args(argv)
+    if a.bound:
+        return bound_only(a.out)
     if a.detector:
         return detector_only(a.out)
     if a.sizes:
