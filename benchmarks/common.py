@@ -28,6 +28,36 @@ def gate_floor_layer():
     return GateFloor()
 
 
+def one_pool_bound_layer():
+    """CRA's cost if every map were pooled by one max pool: a bound, not CRA.
+
+    The adaptive max pool is replaced by one VALID max pool with window and
+    stride `size // 7` per axis, cropped to 7x7 (maps smaller than 7 keep
+    CRA's pool); weights and gate math are CRA's. On maps of 7d rows and
+    columns this is CRA exactly; off that grid its windows are not PyTorch's
+    (they skip the last rows), but it is the cheapest a 7x7 max pool can be
+    (one max pool, the path CRA takes on the 7d grid). Used as the `onepool`
+    attention in `benchmarks/run.py --bound`: what no exact pooling layout of
+    CRA can beat.
+    """
+    from keras import ops
+
+    from keras_cra.layers import CRA
+
+    class OnePoolBound(CRA):
+        def pool(self, inputs, fast=True):
+            a, b = self.spatial_axes
+            s = self.pool_size
+            h, w = inputs.shape[a], inputs.shape[b]
+            if h < s or w < s:
+                return super().pool(inputs, fast)
+            y = ops.max_pool(inputs, (h // s, w // s), (h // s, w // s), "valid",
+                             data_format=self.data_format)
+            return y[:, :s, :s, :] if a == 1 else y[:, :, :s, :s]
+
+    return OnePoolBound()
+
+
 def machine():
     try:
         cpu = next(l.split(":", 1)[1].strip() for l in open("/proc/cpuinfo") if l.startswith("model name"))

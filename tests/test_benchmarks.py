@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from benchmarks.common import gate_floor_layer, interleaved
+from benchmarks.common import gate_floor_layer, interleaved, one_pool_bound_layer
 from benchmarks.run import build, repeats
 
 
@@ -19,6 +19,26 @@ def test_floor_sits_where_cra_sits():
     assert len(floor.layers) == len(cra.layers)
     gates = [l.name for l in floor.layers if l.name.endswith("_attention")]
     assert len(gates) == 9 and gates[0] == "conv2_block1_attention"
+
+
+def test_one_pool_bound_is_cra_on_the_grid_and_one_pool_off_it():
+    from keras_cra.layers import CRA
+    from tests.references import adaptive_max_pool_nhwc
+
+    rng = np.random.default_rng(0)
+    cra, bound = CRA(), one_pool_bound_layer()
+    on_grid = rng.normal(size=(2, 14, 14, 3)).astype("float32")
+    cra(on_grid)
+    bound.build(on_grid.shape)
+    bound.set_weights(cra.get_weights())
+    np.testing.assert_array_equal(np.asarray(bound(on_grid)), np.asarray(cra(on_grid)))
+    off_grid = rng.normal(size=(2, 32, 32, 3)).astype("float32")
+    blocks = off_grid[:, :28, :28].reshape(2, 7, 4, 7, 4, 3).max(axis=(2, 4))
+    np.testing.assert_array_equal(np.asarray(bound.pool(off_grid)), blocks)
+    # ... which is not CRA's pool there (PyTorch's windows overlap and reach row 31).
+    assert not np.array_equal(blocks, adaptive_max_pool_nhwc(off_grid, 7))
+    model, reference = build("CRAResNet20", "onepool"), build("CRAResNet20", "cra")
+    assert model.count_params() == reference.count_params()
 
 
 def test_repeats_and_interleaving():

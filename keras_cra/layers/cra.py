@@ -363,10 +363,14 @@ class ChannelReassessmentAttention(ChannelGate):
         self.kernel = self.add_kernel("kernel", (s, s, channels, 1), initializer=kernel_init)
         self.bias = self.add_bias("bias", (channels,))
 
+    def pool(self, inputs, fast=True):
+        """The `pool_size x pool_size` adaptive max pool of `inputs` (see `adaptive_max_pool`)."""
+        return adaptive_max_pool(inputs, self.pool_size, self.spatial_axes, fast=fast)
+
     def gate(self, inputs, fast=True):
         """The attention gate, float32, shaped to broadcast over `inputs`."""
         axes = self.spatial_axes
-        pooled = adaptive_max_pool(inputs, self.pool_size, axes, fast=fast)
+        pooled = self.pool(inputs, fast=fast)
         # Max pooling is exact in any precision; the gate math runs in
         # float32 even under a mixed precision policy.
         pooled = ops.cast(pooled, "float32")
