@@ -36,8 +36,10 @@ def test_short_real_run(tfds_dir, tmp_path):
         losses = [float(r["loss"]) for r in csv.DictReader(f)]
     assert len(losses) == 3 and losses[-1] < losses[0]
     saved = json.loads((out / "metrics.json").read_text())
-    # 3 epochs on 512 images: well above chance (10%), and top-5 >= top-1.
-    assert saved == metrics and 0.2 < saved["top1"] <= saved["top5"]
+    # 3 epochs on 512 images: top-5 well above chance (50%; 0.65 is ~5 sigma on 256 images).
+    # Not top-1: after 24 steps at lr 0.1 it moved between 0.12 and 0.34 with the seed and
+    # the thread count (BatchNorm's running statistics), while top-5 stayed in 0.74-0.93.
+    assert saved == metrics and saved["top1"] <= saved["top5"] and saved["top5"] > 0.65
     config = json.loads((out / "config.json").read_text())
     assert config["lr"] == 0.1 and config["momentum"] == 0.9 and config["weight_decay"] == 1e-4
     assert config["milestones"] == [82, 123]  # the CIFAR recipe defaults
