@@ -217,19 +217,29 @@ def target_lines(timed, attentions):
     return lines
 
 
-def sizes_only(out):
+def report_head(title, about=""):
+    """`(payload, lines)` that start a RESULTS_*.md report: title, machine, command."""
     info = machine()
     payload = {"machine": info, "command": command_line(), "timed": {}}
-    lines = ["# keras_cra benchmark: LiteRT at input sizes off the 7d grid", "",
+    lines = [f"# keras_cra benchmark: {title}", "",
              f"Machine: {info['cpu']}, {info['cores']} cores, nothing else running; "
              f"TensorFlow {info['tensorflow']}, Keras {info['keras']}; commit {git_revision()}.", "",
              f"Command: `python {command_line()}`", "",
              "Ratios against the same model with `attention=None`, interleaved in one run; "
-             "`floor` as in RESULTS.md."]
-    lines += size_sweep_lines(["none", "cra", "se", "floor"], 20, payload)
-    with open(os.path.join(out, "RESULTS_sizes.md"), "w") as f:
+             "`floor` as in RESULTS.md." + about]
+    return payload, lines
+
+
+def write_report(out, name, lines, payload):
+    with open(os.path.join(out, f"{name}.md"), "w") as f:
         f.write("\n".join(lines) + "\n")
-    write_json(os.path.join(out, "RESULTS_sizes.json"), payload)
+    write_json(os.path.join(out, f"{name}.json"), payload)
+
+
+def sizes_only(out):
+    payload, lines = report_head("LiteRT at input sizes off the 7d grid")
+    lines += size_sweep_lines(["none", "cra", "se", "floor"], 20, payload)
+    write_report(out, "RESULTS_sizes", lines, payload)
     print("\n".join(lines))
 
 
@@ -239,18 +249,13 @@ BOUND_ATTENTIONS = ["none", "floor", "eca", "se", "cra", "onepool"]
 def bound_only(out, reps=20):
     """Off-grid rows with `onepool` (CRA's cost if one max pool covered every map):
     how far any exact pooling layout could bring CRA. Writes RESULTS_bound.md / .json."""
-    info = machine()
-    payload = {"machine": info, "command": command_line(), "timed": {}}
-    lines = ["# keras_cra benchmark: what pooling could still win off the 7d grid", "",
-             f"Machine: {info['cpu']}, {info['cores']} cores, nothing else running; "
-             f"TensorFlow {info['tensorflow']}, Keras {info['keras']}; commit {git_revision()}.", "",
-             f"Command: `python {command_line()}`", "",
-             "Ratios against the same model with `attention=None`, interleaved in one run; "
-             "`floor` as in RESULTS.md. `onepool` is not CRA: CRA's weights and gate math "
-             "with the adaptive pool replaced by one VALID max pool of window `size // 7` "
-             "cropped to 7x7 (`benchmarks.common.one_pool_bound_layer`), the path CRA takes "
-             "when a map is 7d x 7d. No exact pooling layout of CRA can cost less, so a row "
-             "where `onepool` misses `floor + 0.05` cannot be met by CRA's pooling."]
+    payload, lines = report_head(
+        "what pooling could still win off the 7d grid",
+        " `onepool` is not CRA: CRA's weights and gate math with the adaptive pool replaced "
+        "by one VALID max pool of window `size // 7` cropped to 7x7 "
+        "(`benchmarks.common.one_pool_bound_layer`), the path CRA takes when a map is 7d x 7d. "
+        "It is as cheap as a 7x7 max pool gets (one op reading the map once), so a row where "
+        "`onepool` misses `floor + 0.05` will not be met by any exact layout of CRA's pooling.")
     atts = BOUND_ATTENTIONS
     head = "| model | row | " + " | ".join(f"{a} ms | ratio" for a in atts) + " |"
     rule = "|---|---|" + "---|---|" * len(atts)
@@ -273,9 +278,7 @@ def bound_only(out, reps=20):
             lines.append(f"| {model_name} | {size} | {variant} | {n} | " + " | ".join(
                 fmt_timing(r[a], r["none"]) for a in atts) + " |")
             print(lines[-1], flush=True)
-    with open(os.path.join(out, "RESULTS_bound.md"), "w") as f:
-        f.write("\n".join(lines) + "\n")
-    write_json(os.path.join(out, "RESULTS_bound.json"), payload)
+    write_report(out, "RESULTS_bound", lines, payload)
     return lines
 
 
