@@ -35,10 +35,10 @@ def one_pool_bound_layer():
     stride `size // 7` per axis, cropped to 7x7 (maps smaller than 7 keep
     CRA's pool); weights and gate math are CRA's. On maps of 7d rows and
     columns this is CRA exactly; off that grid its windows are not PyTorch's
-    (they skip the last rows), but it is the cheapest a 7x7 max pool can be
-    (one max pool, the path CRA takes on the 7d grid). Used as the `onepool`
-    attention in `benchmarks/run.py --bound`: what no exact pooling layout of
-    CRA can beat.
+    (they skip the last rows), but it is as cheap as a 7x7 max pool gets with
+    builtin ops (one max pool reading the map once, the path CRA takes on the
+    7d grid). Used as the `onepool` attention in `benchmarks/run.py --bound`:
+    a cost that an exact layout of CRA's pooling is not expected to beat.
     """
     from keras import ops
 
