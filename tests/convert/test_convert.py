@@ -21,6 +21,7 @@ from keras_cra.convert import (  # noqa: E402
     from_torch_checkpoint,
 )
 from keras_cra.convert import safe_load  # noqa: E402
+from keras_cra.convert.__main__ import main as convert_main  # noqa: E402
 from tests.convert import torch_reference as ref  # noqa: E402
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -205,7 +206,7 @@ class CallsThirdParty:
 
 
 @pytest.mark.parametrize("legacy", [False, True], ids=["zip", "legacy"])
-def test_malicious_pickle_is_refused_and_nothing_runs(tmp_path, legacy):
+def test_malicious_pickle_is_refused_and_nothing_runs(tmp_path, legacy, capsys):
     target = tmp_path / "pwned"
     state = ref.AuthorsResNet(depths=(1, 1, 1, 1)).state_dict()
     path = tmp_path / "evil.pkl"
@@ -216,11 +217,10 @@ def test_malicious_pickle_is_refused_and_nothing_runs(tmp_path, legacy):
         from_torch_checkpoint(str(path), "CRAResNet50")
     assert not target.exists()
     # The CLI refuses it too, with a one-line error.
-    out = subprocess.run([sys.executable, "-m", "keras_cra.convert", str(path), "--out",
-                          str(tmp_path / "x.weights.h5")], capture_output=True, text=True,
-                         cwd=ROOT, env=dict(os.environ, PYTHONPATH=ROOT))
-    assert out.returncode == 2 and "Refusing to load" in out.stderr
-    assert not target.exists()
+    assert convert_main([str(path), "--out", str(tmp_path / "x.weights.h5")]) == 2
+    err = [l for l in capsys.readouterr().err.splitlines() if l.strip()]
+    assert len(err) == 1 and "Refusing to load" in err[0], err
+    assert not target.exists() and not (tmp_path / "x.weights.h5").exists()
 
 
 @pytest.mark.parametrize("func, named", [
@@ -301,7 +301,7 @@ def test_not_a_checkpoint(tmp_path):
         safe_load.load(str(tmp_path / "y.pth"))
 
 
-def test_cli_installs_into_registry_and_imagenet_weights_load(tmp_path, monkeypatch):
+def test_cli_installs_into_registry_and_imagenet_weights_load(tmp_path, monkeypatch, capsys):
     # The authors' file as an October 2020 PyTorch wrote it: the legacy format.
     model = ref.randomize(ref.AuthorsResNet(), seed=4)
     path = tmp_path / "best_model.pkl"
@@ -340,10 +340,9 @@ def test_cli_installs_into_registry_and_imagenet_weights_load(tmp_path, monkeypa
     # A torchvision state_dict cannot be installed as the CRA `imagenet` weights.
     tv = tmp_path / "tv.pth"
     torch.save(ref.TVResNet().state_dict(), tv)
-    out = subprocess.run([sys.executable, "-m", "keras_cra.convert", str(tv), "--install",
-                          "imagenet"], capture_output=True, text=True, cwd=ROOT, env=env,
-                         timeout=600)
-    assert out.returncode == 2 and "has no CRA layers" in out.stderr
+    capsys.readouterr()
+    assert convert_main([str(tv), "--install", "imagenet"]) == 2
+    assert "has no CRA layers" in capsys.readouterr().err
 
 
 def test_numpy_arrays_nested_at_any_depth(tmp_path):
