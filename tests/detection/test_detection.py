@@ -121,13 +121,35 @@ def test_datasets_without_boxes_or_with_broken_objects(tfds_dir):
             next(iter(ds))
 
 
-def test_quick_training_run_and_run_folder_rules(tmp_path, capsys):
+def test_quick_run_stopped_resumed_and_exported(tmp_path, capsys, monkeypatch):
+    """A --quick run of 2 epochs stopped after epoch 1 resumes at epoch 2 with the weights
+    and optimizer state of last.keras (keras-hub's detector is rebuilt and compiled, then
+    reads them), then exports (the run's --export, kept in its config.json); then the run
+    folder's rules. One test, so that the detector trains and traces once less."""
+    from keras_cra.training import callbacks
+
+    real = callbacks.RunState.on_epoch_end
+
+    def stop_after_first(self, epoch, logs=None):
+        real(self, epoch, logs)
+        if epoch == 0:
+            raise _Stop
+
+    monkeypatch.setattr(callbacks.RunState, "on_epoch_end", stop_after_first)
     out = tmp_path / "det"
     exported = tmp_path / "exported"
-    code = detect_lib.main(["--quick", "--out", str(out), "--verbose", "0", "--export",
-                            str(exported)])
+    with pytest.raises(_Stop):
+        detect_lib.main(["--quick", "--epochs", "2", "--out", str(out), "--verbose", "0",
+                         "--export", str(exported)])
+    assert json.loads((out / "state.json").read_text())["epochs_done"] == 1
+    assert not (out / "metrics.json").exists() and not exported.exists()
+    monkeypatch.setattr(callbacks.RunState, "on_epoch_end", real)
+    code = detect_lib.main(["--out", str(out), "--resume", "--verbose", "0"])
     assert code == 0, capsys.readouterr().err
+    assert json.loads((out / "state.json").read_text())["epochs_done"] == 2
+    assert len((out / "history.csv").read_text().strip().splitlines()) == 3  # header + 2 epochs
     saved = json.loads((out / "metrics.json").read_text())
+    assert saved["epochs"] == 2
     for key in ("mAP", "mAP50", "mAP75", "mAP_small", "mAP_medium", "mAP_large"):
         assert -1 <= saved[key] <= 1
     assert saved["attention"] == "cra" and saved["eval_images"] == 24  # a short last batch
@@ -169,7 +191,7 @@ def test_quick_training_run_and_run_folder_rules(tmp_path, capsys):
     assert detect_lib.main(["--quick", "--out", str(out), "--verbose", "0"]) == 2
     assert "already holds a run" in capsys.readouterr().err
     assert detect_lib.main(["--out", str(out), "--resume", "--verbose", "0"]) == 2
-    assert "finished all 1 epochs" in capsys.readouterr().err
+    assert "finished all 2 epochs" in capsys.readouterr().err
 
 
 @pytest.mark.parametrize("argv, message", [
@@ -190,33 +212,6 @@ def test_bad_flags(argv, message, tmp_path, capsys, tfds_dir):
 
 class _Stop(Exception):
     pass
-
-
-def test_resume_continues_a_stopped_run(tmp_path, capsys, monkeypatch):
-    """A run stopped after epoch 1 resumes at epoch 2 with the weights and optimizer state of
-    last.keras (keras-hub's detector is rebuilt and compiled, then reads them)."""
-    from keras_cra.training import callbacks
-
-    real = callbacks.RunState.on_epoch_end
-
-    def stop_after_first(self, epoch, logs=None):
-        real(self, epoch, logs)
-        if epoch == 0:
-            raise _Stop
-
-    monkeypatch.setattr(callbacks.RunState, "on_epoch_end", stop_after_first)
-    out = tmp_path / "det"
-    argv = ["--quick", "--epochs", "2", "--train-count", "32", "--eval-count", "16",
-            "--out", str(out), "--verbose", "0"]
-    with pytest.raises(_Stop):
-        detect_lib.main(argv)
-    assert json.loads((out / "state.json").read_text())["epochs_done"] == 1
-    monkeypatch.setattr(callbacks.RunState, "on_epoch_end", real)
-    assert detect_lib.main(["--out", str(out), "--resume", "--verbose", "0"]) == 0, \
-        capsys.readouterr().err
-    assert json.loads((out / "state.json").read_text())["epochs_done"] == 2
-    assert len((out / "history.csv").read_text().strip().splitlines()) == 3  # header + 2 epochs
-    assert json.loads((out / "metrics.json").read_text())["epochs"] == 2
 
 
 def test_backbone_weights_from_a_classifier(tmp_path):
