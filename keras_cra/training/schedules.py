@@ -62,6 +62,10 @@ class EpochSchedule(keras.optimizers.schedules.LearningRateSchedule):
             self._traced = (graph, step, lr)
         return lr
 
+    def __getstate__(self):
+        # Copies and pickles never carry a traced graph's tensor.
+        return {k: v for k, v in self.__dict__.items() if k != "_traced"}
+
     def _learning_rate(self, step):
         epoch = ops.cast(step, "float32") / self.steps_per_epoch
         if self.schedule == "step":

@@ -1,4 +1,6 @@
+import copy
 import math
+import pickle
 
 import numpy as np
 import tensorflow as tf
@@ -60,3 +62,8 @@ def test_one_trace_reuses_the_first_result_and_eager_never_does():
                                rtol=1e-6)
     np.testing.assert_allclose(float(from_other), reference(8, 0.1, 4, 10, "cosine", [], 0.1,
                                                             1.0), rtol=1e-6)
+    # Copies and pickles of a schedule that has traced carry no graph tensor.
+    for clone in (copy.deepcopy(schedule), pickle.loads(pickle.dumps(schedule))):
+        assert not hasattr(clone, "_traced")
+        assert clone.get_config() == schedule.get_config()
+        np.testing.assert_allclose(float(clone(13)), float(schedule(13)), rtol=1e-6)
