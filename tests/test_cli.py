@@ -13,16 +13,9 @@ from keras_cra.export import cli as export_cli
 from keras_cra.training import evaluate as evaluate_lib
 from keras_cra.training import finetune as finetune_lib
 from keras_cra.training import train as train_lib
+from tests.helpers import one_error
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-
-
-def one_error(main, argv, capsys):
-    code = main(argv)
-    err = [l for l in capsys.readouterr().err.splitlines() if l.strip()]
-    assert code == 2, err
-    assert len(err) == 1 and err[0].startswith("error:"), err
-    return err[0]
 
 
 def small_args(tfds_dir, out, *extra):

@@ -11,7 +11,7 @@ from keras_cra.export import ExportError, export_model, tflite
 from keras_cra.export import cli as export_cli
 from keras_cra.export import exporter
 from keras_cra.export import verify as verify_lib
-from tests.helpers import own_stderr_lines
+from tests.helpers import one_error, own_stderr_lines
 
 # Tests sharing the trained model run on one xdist worker (make test: --dist loadgroup).
 pytestmark = pytest.mark.xdist_group("trained_cra20")
@@ -208,10 +208,8 @@ def test_cli(trained_cra20, tfds_dir, tmp_path, capsys):
     assert done.returncode == 0, done.stderr[-2000:]
     assert "Export verification" in done.stdout and (out / "model_float32.tflite").exists()
     # Bad input (the script above is a two-line wrapper of this main).
-    assert export_cli.main([trained_cra20, "--out", str(out)]) == 2
-    lines = [l for l in capsys.readouterr().err.splitlines() if l.strip()]
-    assert len(lines) == 1 and lines[0].startswith("error:"), lines
-    assert "holds an earlier export; pass overwrite=True (--overwrite)" in lines[0]
+    assert "holds an earlier export; pass overwrite=True (--overwrite)" in one_error(
+        export_cli.main, [trained_cra20, "--out", str(out)], capsys)
 
 
 def test_classify_app_with_every_kind_of_model(trained_cra20, full_export, tfds_dir, tmp_path,
