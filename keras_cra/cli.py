@@ -1,12 +1,18 @@
-"""What every command-line tool of keras_cra shares: one error rule, path checks.
+"""What every command-line tool of keras_cra shares: one error rule, signals, path checks.
 
-A user error (a bad flag, a missing or unreadable file, a folder that must
-not be overwritten) is printed as one `error:` line on stderr, with exit code
-2 and no traceback. Outputs are checked before any work starts.
+A user error (`keras_cra.errors.UserError`: a bad flag, a missing or
+unreadable file, a folder that must not be overwritten, a full disk) is
+printed as one `error:` line on stderr, with exit code 2 and no traceback.
+Any other exception is a bug and keeps its traceback. SIGTERM (what a
+scheduler, `docker stop` or `kill` sends) stops a command like Ctrl-C.
 """
 
+import contextlib
+import errno
+import signal
 import sys
 
+from keras_cra.errors import DiskFullError, UserError
 from keras_cra.files import (  # noqa: F401 (re-exported for the commands)
     UsageError,
     check_output_dir,
@@ -15,32 +21,77 @@ from keras_cra.files import (  # noqa: F401 (re-exported for the commands)
     read_json,
 )
 
-
-def user_error_classes():
-    """Every exception class whose message is written for users."""
-    from keras_cra.convert.safe_load import CheckpointFormatError, UnsafeCheckpointError
-    from keras_cra.convert.torch_weights import ConversionError
-    from keras_cra.data import DataError
-    from keras_cra.export.exporter import ExportError
-
-    return (UsageError, DataError, ExportError, ConversionError, CheckpointFormatError,
-            UnsafeCheckpointError, FileNotFoundError)
+# errno values that mean "no room to write": a full disk, a quota, a file too large.
+NO_SPACE = (errno.ENOSPC, errno.EDQUOT, errno.EFBIG)
 
 
-def run(fn, resumable=False):
+def _sigterm_as_interrupt(signum, frame):
+    raise KeyboardInterrupt
+
+
+@contextlib.contextmanager
+def sigterm_as_keyboard_interrupt():
+    """Within the block, SIGTERM raises `KeyboardInterrupt` (as Ctrl-C does) in the main
+    thread, so `finally` blocks and the commands' interrupt handling run."""
+    try:
+        previous = signal.signal(signal.SIGTERM, _sigterm_as_interrupt)
+    except ValueError:  # not the main thread: leave signals alone
+        yield
+        return
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def is_disk_full(error):
+    """Whether an exception (or one it was raised from) is a full disk."""
+    seen = set()
+    while error is not None and id(error) not in seen:
+        seen.add(id(error))
+        if isinstance(error, DiskFullError):
+            return True
+        if isinstance(error, OSError) and error.errno in NO_SPACE:
+            return True
+        text = str(error)
+        if "No space left on device" in text or "Disk quota exceeded" in text:
+            return True
+        error = error.__cause__ or error.__context__
+    return False
+
+
+def run(fn, resumable=False, interrupted=None):
     """Runs `fn()`; user errors become one `error:` line on stderr and exit code 2.
 
     Args:
         fn: the command, a function of no arguments.
         resumable: whether the command can be continued with `--resume`
-            (then Ctrl-C says so).
+            (then Ctrl-C and SIGTERM say so).
+        interrupted: a function of no arguments returning the line printed on
+            Ctrl-C or SIGTERM instead of the default (e.g. how to go on from
+            what the run folder holds).
     """
     try:
-        fn()
-    except user_error_classes() as e:
-        print(f"error: {str(e).strip()}", file=sys.stderr)
+        with sigterm_as_keyboard_interrupt():
+            fn()
+    except UserError as e:
+        if isinstance(e, DiskFullError) or not is_disk_full(e):
+            print(f"error: {str(e).strip()}", file=sys.stderr)
+            return 2
+        print(f"error: no space left on the disk ({str(e).strip()}); free space and "
+              "run the command again.", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
-        print("interrupted" + ("; continue with --resume" if resumable else ""), file=sys.stderr)
+        line = interrupted() if interrupted else (
+            "interrupted" + ("; continue with --resume" if resumable
+                             else "; nothing half-written was kept, run it again"))
+        print(line, file=sys.stderr)
         return 130
+    except Exception as e:
+        if not is_disk_full(e):
+            raise
+        print(f"error: no space left on the disk while writing ({type(e).__name__}: "
+              f"{' '.join(str(e).split())[:200]}); the command's temporary files were removed "
+              "and earlier results are intact. Free space and run it again.", file=sys.stderr)
+        return 2
     return 0

@@ -11,11 +11,17 @@ preprocesses them (`keras_cra.data`), and the labels come from the export's
 import dataclasses
 import json
 import os
+import sys
 import time
 
 import numpy as np
 
 from keras_cra.files import UsageError
+
+
+# LiteRT's interpreter aborts the process on thread counts in the hundred thousands; a
+# phone has at most a few dozen cores.
+MAX_THREADS = 256
 
 
 @dataclasses.dataclass
@@ -85,8 +91,10 @@ def load_classifier(path, labels=None, num_threads=None):
     if not os.path.exists(path):
         raise UsageError(f"--model does not exist. Received: --model {path}")
     if path.endswith(".tflite") and os.path.isfile(path):
-        from keras_cra.export import tflite
+        from keras_cra.export import safety, tflite
 
+        safety.check_export_hashes(os.path.dirname(os.path.abspath(path)), "--model",
+                                   only=(path,))
         try:
             interp = tflite.interpreter(path, num_threads=num_threads)
             interp.allocate_tensors()
@@ -102,8 +110,7 @@ def load_classifier(path, labels=None, num_threads=None):
     elif os.path.isdir(path) and os.path.exists(os.path.join(path, "saved_model.pb")):
         from keras_cra.training.evaluate import load_predictor
 
-        predict, shape = load_predictor(path)
-        count = int(predict(np.zeros((1,) + tuple(shape), "float32")).shape[-1])
+        predict, shape, count = load_predictor(path, "--model")
         kind = "saved_model"
     elif path.endswith(".keras") and os.path.isfile(path):
         from keras_cra.files import load_keras_model
@@ -133,12 +140,13 @@ def load_classifier(path, labels=None, num_threads=None):
 
 
 def image_paths(image_or_folder):
-    """The image files to classify: one file, or every image of a folder (sorted)."""
+    """The image files to classify: one file, or every image of a folder (sorted; hidden
+    files such as `._photo.jpg` are not images and are left out)."""
     from keras_cra.data.pipeline import IMAGE_EXTENSIONS
 
     if os.path.isdir(image_or_folder):
         paths = sorted(os.path.join(image_or_folder, f) for f in os.listdir(image_or_folder)
-                       if f.lower().endswith(IMAGE_EXTENSIONS))
+                       if f.lower().endswith(IMAGE_EXTENSIONS) and not f.startswith("."))
         if not paths:
             raise UsageError(f"The folder holds no {'/'.join(IMAGE_EXTENSIONS)} images. "
                              f"Received: {image_or_folder}")
@@ -148,6 +156,33 @@ def image_paths(image_or_folder):
     return [image_or_folder]
 
 
+# What one image may decode and resize to, checked from its header before decoding.
+MAX_PIXELS = 64_000_000
+
+
+def check_image_header(path, input_shape):
+    """Reads an image's size from its header (nothing decoded) and refuses one whose
+    decoded or resized size exceeds `MAX_PIXELS`."""
+    from PIL import Image, UnidentifiedImageError
+
+    from keras_cra.applications import zoo
+
+    try:
+        with Image.open(path) as image:
+            w, h = image.size
+    except (UnidentifiedImageError, OSError, ValueError) as e:
+        raise UsageError(f"{path} cannot be read as an image ({type(e).__name__}: "
+                         f"{' '.join(str(e).split())[:120]}).") from e
+    if w < 1 or h < 1:
+        raise UsageError(f"{path} has no pixels ({w}x{h}).")
+    size = input_shape[0]
+    resized = (round(size * 256 / 224) ** 2 * max(w, h) / min(w, h)
+               if zoo.style_for_input(size) == "imagenet" else 0)
+    if w * h > MAX_PIXELS or resized > MAX_PIXELS:
+        raise UsageError(f"{path} is {w}x{h} pixels; decoding and resizing it would need more "
+                         f"than {MAX_PIXELS:,} pixels. Crop or shrink it first.")
+
+
 def preprocess(path, input_shape):
     """Decodes an image and preprocesses it as evaluation does, for `input_shape`."""
     import tensorflow as tf
@@ -155,11 +190,13 @@ def preprocess(path, input_shape):
     from keras_cra.applications import zoo
     from keras_cra.data.pipeline import augment_fn, normalize
 
+    check_image_header(path, input_shape)
+    size, channels = input_shape[0], input_shape[-1]
     try:
-        image = tf.io.decode_image(tf.io.read_file(path), expand_animations=False)
+        image = tf.io.decode_image(tf.io.read_file(path), expand_animations=False,
+                                   channels=channels if channels in (1, 3) else 0)
     except tf.errors.OpError as e:
         raise UsageError(f"{path} cannot be decoded as an image ({e.message}).") from e
-    size, channels = input_shape[0], input_shape[-1]
     image = augment_fn(zoo.style_for_input(size), size, channels, training=False)(image, None)
     return normalize(image[None], "torch").numpy().astype("float32")
 
@@ -167,13 +204,22 @@ def preprocess(path, input_shape):
 def classify(classifier, paths, top=5):
     """Top-`top` labels and probabilities, and the latency of each image (batch 1).
 
+    An image that cannot be read gives `{"image", "error"}` and the others go on.
+
     Returns:
-        A list of `{"image", "top": [(label, probability)], "latency_ms"}`.
+        A list of `{"image", "top": [(label, probability)], "latency_ms"}` or
+        `{"image", "error"}`.
     """
-    results = []
-    classifier.predict(preprocess(paths[0], classifier.input_shape))  # warm up
+    results, warm = [], False
     for path in paths:
-        x = preprocess(path, classifier.input_shape)
+        try:
+            x = preprocess(path, classifier.input_shape)
+        except UsageError as e:
+            results.append({"image": path, "error": str(e)})
+            continue
+        if not warm:
+            classifier.predict(x)  # warm up
+            warm = True
         start = time.perf_counter()
         probs = classifier.predict(x)[0]
         latency = (time.perf_counter() - start) * 1000
@@ -208,13 +254,26 @@ def main(argv=None):
     def command():
         if a.top < 1:
             raise UsageError(f"--top must be >= 1. Received: --top {a.top}")
-        if a.threads is not None and a.threads < 1:
-            raise UsageError(f"--threads must be >= 1. Received: --threads {a.threads}")
+        if a.threads is not None and not 1 <= a.threads <= MAX_THREADS:
+            raise UsageError(f"--threads must be between 1 and {MAX_THREADS}. "
+                             f"Received: --threads {a.threads}")
         paths = image_paths(a.images)
         classifier = load_classifier(a.model, a.labels, a.threads)
-        for result in classify(classifier, paths, a.top):
+        results = classify(classifier, paths, a.top)
+        failed = [r for r in results if "error" in r]
+        if len(failed) == len(results):
+            raise UsageError(failed[0]["error"] if len(failed) == 1 else
+                             f"None of the {len(failed)} images could be read; the first: "
+                             f"{failed[0]['error']}")
+        for result in results:
+            if "error" in result:
+                print(f"skipped: {result['error']}", file=sys.stderr)
+                continue
             print(f"{result['image']}  ({result['latency_ms']:.2f} ms, {classifier.kind})")
             for label, p in result["top"]:
                 print(f"  {p:7.2%}  {label}")
+        if failed:
+            print(f"{len(failed)} of {len(results)} images could not be read (named above).",
+                  file=sys.stderr)
 
     return run(command)

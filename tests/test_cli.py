@@ -13,7 +13,7 @@ from keras_cra.export import cli as export_cli
 from keras_cra.training import evaluate as evaluate_lib
 from keras_cra.training import finetune as finetune_lib
 from keras_cra.training import train as train_lib
-from tests.helpers import one_error
+from tests.helpers import one_error, own_stderr_lines
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -238,3 +238,134 @@ def test_finetune_has_its_own_flags(flag, capsys):
         finetune_lib.main(argv)
     assert exit_info.value.code == 2
     assert f"unrecognized arguments: {flag}" in capsys.readouterr().err
+
+
+# ------------------------------------------------------------- outputs are never replaced
+
+def test_evaluate_never_replaces_earlier_results(tfds_dir, tmp_path, capsys, small_model):
+    out = tmp_path / "eval"
+    out.mkdir()
+    (out / "eval_metrics.json").write_text("earlier")
+    argv = [str(small_model), "--split", "test[:32]", "--data-dir", tfds_dir]
+    assert "--overwrite" in one_error(evaluate_lib.main, argv + ["--out", str(out)], capsys)
+    photo = tmp_path / "my_photo.png"
+    photo.write_bytes(b"the user's photo")
+    assert "--gates already exists" in one_error(evaluate_lib.main,
+                                                 argv + ["--gates", str(photo)], capsys)
+    assert (out / "eval_metrics.json").read_text() == "earlier"
+    assert photo.read_bytes() == b"the user's photo"
+    # A folder no one can write (read-only even for root), checked before the evaluation.
+    assert "is not writable" in one_error(
+        evaluate_lib.main, argv + ["--gates", "/proc/keras_cra_gates.png"], capsys)
+    assert "at most 255" in one_error(
+        evaluate_lib.main, argv + ["--out", str(tmp_path / ("x" * 300))], capsys)
+    assert evaluate_lib.main(argv + ["--out", str(out), "--overwrite"]) == 0
+    assert json.loads((out / "eval_metrics.json").read_text())["examples"] == 32
+    assert sorted(os.listdir(out)) == ["confusion_matrix.png", "eval_metrics.json"]
+
+
+def test_detect_app_never_writes_over_the_image(tmp_path, capsys):
+    from keras_cra.detection import inference as detect_app
+
+    model = tmp_path / "detector"  # only its metadata is read before the refusals
+    model.mkdir()
+    (model / "metadata.json").write_text(json.dumps({"image_size": 64, "class_names": ["a"]}))
+    image = tmp_path / "img.png"
+    image.write_bytes(b"the user's image")
+    err = one_error(detect_app.main, [str(image), "--model", str(model), "--out",
+                                      str(image), "--overwrite"], capsys)
+    assert "--out is the input image" in err
+    (tmp_path / "img.detections.png").write_bytes(b"an earlier drawing")
+    assert "--overwrite" in one_error(detect_app.main, [str(image), "--model", str(model)],
+                                      capsys)
+    assert image.read_bytes() == b"the user's image"
+    assert (tmp_path / "img.detections.png").read_bytes() == b"an earlier drawing"
+
+
+# ------------------------------------------------------------- flags within what the code can do
+
+@pytest.mark.parametrize("flags, message", [
+    (["--seed", "4294967296"], "--seed must be an integer between 0 and 2147483647"),
+    (["--seed", "-1"], "--seed must be an integer between 0"),
+    (["--batch-size", "1000"], "at most the training split's 128 examples"),
+    (["--batch-size", str(10**30)], "--batch-size must be an integer between 1 and 65536"),
+    (["--image-size", "100000"], "--image-size must be an integer between 1 and 1024"),
+    (["--epochs", "2", "--milestones", "1", str(10**30)], "--milestones must be within"),
+    (["--weight-decay", "1e308"], "--weight-decay must be < 1"),
+    (["--train-split", "train[:0]"], "holds no examples"),
+    (["--eval-split", "test[:0]"], "holds no examples"),
+])
+def test_train_flags_bounded_before_work(tfds_dir, tmp_path, capsys, flags, message):
+    out = tmp_path / "run"
+    assert message in one_error(train_lib.main, small_args(tfds_dir, out, *flags), capsys)
+    assert not (out / "last.keras").exists()
+
+
+def test_other_commands_bound_their_flags(tfds_dir, tmp_path, capsys, small_model):
+    from keras_cra import inference
+    from keras_cra.training import detect as detect_lib
+
+    assert "--head-convs must be an integer between 1 and 8" in one_error(
+        detect_lib.main, ["--quick", "--head-convs", str(10**30), "--out", str(tmp_path / "d")],
+        capsys)
+    image = tmp_path / "x.png"
+    image.write_bytes(b"")
+    assert "--threads must be between 1 and 256" in one_error(
+        inference.main, [str(image), "--model", str(small_model), "--threads", "100000"], capsys)
+    assert "--batch-size must be an integer between 1 and 65536" in one_error(
+        evaluate_lib.main, [str(small_model), "--data-dir", tfds_dir, "--batch-size",
+                            str(10**30)], capsys)
+    assert "holds no examples" in one_error(
+        evaluate_lib.main, [str(small_model), "--data-dir", tfds_dir, "--split", "test[:0]"],
+        capsys)
+
+
+def test_classify_names_bad_files_and_goes_on(tmp_path, capsys, small_model):
+    from PIL import Image
+
+    from keras_cra import inference
+
+    folder = tmp_path / "photos"
+    folder.mkdir()
+    rng = np.random.default_rng(0)
+    Image.fromarray(rng.integers(0, 255, (28, 28, 3), dtype=np.uint8)).save(folder / "a.png")
+    Image.fromarray(rng.integers(0, 255, (28, 28, 4), dtype=np.uint8), "RGBA").save(
+        folder / "b_rgba.png")
+    (folder / "c_truncated.png").write_bytes((folder / "a.png").read_bytes()[:40])
+    (folder / "._a.png").write_bytes(b"\x00\x05\x16\x07 AppleDouble")  # junk: not an image
+    Image.new("L", (9000, 8000)).save(folder / "d_huge.png")  # 72 MP in a small file
+    assert inference.main([str(folder), "--model", str(small_model)]) == 0
+    out, err = capsys.readouterr()
+    assert "a.png" in out and "b_rgba.png" in out and "._a.png" not in out + err
+    assert "c_truncated.png" in err and "cannot be read as an image" in err
+    assert "d_huge.png is 9000x8000 pixels" in err
+    assert "2 of 4 images could not be read" in err
+
+
+# ------------------------------------------------------------- SIGTERM is Ctrl-C
+
+def test_sigterm_before_the_first_epoch_says_how_to_go_on(tfds_dir, tmp_path, capsys):
+    import signal
+    import time
+
+    out = tmp_path / "run"
+    proc = subprocess.Popen(
+        [sys.executable, os.path.join(ROOT, "training", "train.py"),
+         *small_args(tfds_dir, out, "--epochs", "50")],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=ROOT,
+        env=dict(os.environ, PYTHONPATH=ROOT))
+    deadline = time.time() + 240
+    while not (out / "config.json").exists() and time.time() < deadline:
+        time.sleep(0.2)
+    proc.send_signal(signal.SIGTERM)
+    _, stderr = proc.communicate(timeout=240)
+    assert proc.returncode == 130, stderr[-2000:]
+    last = own_stderr_lines(stderr)[-1]
+    assert "before the first epoch finished" in last and "without --resume" in last, last
+    assert "Traceback" not in stderr
+    assert not [n for n in os.listdir(out) if ".partial-" in n]
+    # --resume names the way on; a rerun replaces the unfinished run.
+    assert "Start it again without --resume" in one_error(
+        train_lib.main, small_args(tfds_dir, out, "--resume"), capsys)
+    assert train_lib.main(small_args(tfds_dir, out)) == 0
+    assert json.loads((out / "state.json").read_text())["epochs_done"] == 1

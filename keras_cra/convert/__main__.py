@@ -4,6 +4,9 @@ import argparse
 import shutil
 import sys
 
+# The system temp folder's entries of `--install` runs: `keras_cra_convert-PID-...`.
+TMP_PREFIX = "keras_cra_convert-"
+
 
 def main(argv=None):
     p = argparse.ArgumentParser(
@@ -42,6 +45,7 @@ def convert(a):
     from keras_cra.applications import zoo
     from keras_cra.cli import UsageError, check_output_file
     from keras_cra.convert import ConversionError, from_torch_checkpoint
+    from keras_cra.files import atomic_output, remove_stale
 
     if a.model not in zoo.ZOO:
         raise UsageError(f"Unknown model. Valid names: {zoo.names()}. "
@@ -69,23 +73,22 @@ def convert(a):
                 f"{entry.attention!r}, but the converted model "
                 f"{'has' if has_cra else 'has no'} CRA layers (see --attention)."
             )
-    tmp_dir = tempfile.mkdtemp()
-    try:
-        tmp = os.path.join(tmp_dir, "converted.weights.h5")
-        model.save_weights(tmp)
-        if a.out:
-            # Written beside the target, then renamed: a kill never leaves half a file.
-            partial = os.path.join(os.path.dirname(out), f".{os.path.basename(out)}.partial")
-            os.makedirs(os.path.dirname(out), exist_ok=True)
-            shutil.copyfile(tmp, partial)
-            os.replace(partial, out)
-            print(f"wrote {out} ({model.count_params():,} parameters)")
-        if a.install:
+    if a.out:
+        # Written beside the target, then renamed: a kill or a full disk never leaves half a
+        # file, and an --out made meanwhile by another command is not replaced.
+        with atomic_output(out, "--out", a.overwrite) as tmp:
+            model.save_weights(tmp)
+        print(f"wrote {out} ({model.count_params():,} parameters)")
+    if a.install:
+        remove_stale(tempfile.gettempdir(), TMP_PREFIX)
+        tmp_dir = tempfile.mkdtemp(prefix=f"{TMP_PREFIX}{os.getpid()}-")
+        try:
+            tmp = os.path.join(tmp_dir, "converted.weights.h5")
+            model.save_weights(tmp)
             print(f"installed as weights={a.install!r}: "
                   f"{weights_lib.install(tmp, a.model, a.install)}")
-    finally:
-        shutil.rmtree(tmp_dir, ignore_errors=True)
-
+        finally:
+            shutil.rmtree(tmp_dir, ignore_errors=True)
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -39,6 +39,7 @@ another module (`numpy.load`, `torch.load`), a NumPy array of object or
 structured dtype, `_codecs.encode` with another encoding, or a call of a stub.
 """
 
+from keras_cra.errors import UserError
 import _compat_pickle
 import collections
 import io
@@ -69,11 +70,11 @@ LEGACY_PROTOCOL_VERSION = 1001
 _NUMERIC_KINDS = set("biufc")
 
 
-class UnsafeCheckpointError(ValueError):
+class UnsafeCheckpointError(UserError):
     """The file references code that a weights file never needs."""
 
 
-class CheckpointFormatError(ValueError):
+class CheckpointFormatError(UserError):
     """The file is not a readable torch.save checkpoint."""
 
 

@@ -18,6 +18,7 @@ Every tensor of the checkpoint must be used exactly once and every Keras
 weight set exactly once; anything else is an error that names the keys.
 """
 
+from keras_cra.errors import UserError
 import collections
 import re
 
@@ -26,7 +27,7 @@ import numpy as np
 from keras_cra.convert import safe_load
 
 
-class ConversionError(ValueError):
+class ConversionError(UserError):
     """The checkpoint does not match the requested architecture."""
 
 

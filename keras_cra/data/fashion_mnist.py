@@ -9,6 +9,7 @@ content (headers, sizes and sha256), then prepares the standard tfds dataset
 any network access.
 """
 
+from keras_cra.errors import UserError
 import gzip
 import hashlib
 import os
@@ -34,7 +35,7 @@ FILES = {
 }
 
 
-class FashionMnistFilesError(FileNotFoundError):
+class FashionMnistFilesError(UserError, FileNotFoundError):
     """The offline Fashion-MNIST files are missing or not the expected data."""
 
 

@@ -5,6 +5,7 @@ Every random choice (shuffle order, crops, flips) is a stateless function of
 whether a run goes straight through or is resumed at epoch `e`.
 """
 
+from keras_cra.errors import UserError
 import dataclasses
 import os
 
@@ -18,7 +19,7 @@ AUTOTUNE = tf.data.AUTOTUNE
 DEFAULT_DATASET = "fashion_mnist"
 
 
-class DataError(ValueError):
+class DataError(UserError):
     """A dataset, split or folder that cannot be used (message is for users)."""
 
 
@@ -46,6 +47,12 @@ def _split_examples(info_splits, split, ds=None):
             f"Unknown split. Available splits: {sorted(info_splits)}. "
             f"Received: split={split!r}"
         ) from e
+
+
+def _check_not_empty(name, split, num):
+    if num < 1:
+        raise DataError(f"The split {split!r} of {name} holds no examples. "
+                        f"Received: split={split!r}")
 
 
 def load(name, split, data_dir=None, manual_dir=None):
@@ -76,9 +83,9 @@ def load(name, split, data_dir=None, manual_dir=None):
             raise DataError(
                 f"{root} is not an image folder laid out as <split>/<class>/<image>: {e}"
             ) from e
-        num = _split_examples(builder.info.splits, split)
         check_image_folder(root, split.split("[")[0])
-        ds = builder.as_dataset(split=split, as_supervised=True, shuffle_files=False)
+        ds, num = _folder_split(builder, split)
+        _check_not_empty(name, split, num)
         label = builder.info.features["label"]
         return ds, DatasetInfo(name, label.num_classes, list(label.names), num, None)
 
@@ -115,6 +122,7 @@ def load(name, split, data_dir=None, manual_dir=None):
     ds = builder.as_dataset(split=split, as_supervised=True, shuffle_files=False) if not list(
         builder.info.splits) else None
     num = _split_examples(builder.info.splits, split, ds)
+    _check_not_empty(name, split, num)
     ds = ds or builder.as_dataset(split=split, as_supervised=True, shuffle_files=False)
     label = features["label"]
     shape = features["image"].shape
@@ -123,45 +131,82 @@ def load(name, split, data_dir=None, manual_dir=None):
 
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png")  # what tfds' ImageFolder reads
+# Image files that ImageFolder would pass over: named in an error, never skipped silently.
+OTHER_IMAGE_EXTENSIONS = (".bmp", ".gif", ".webp", ".tif", ".tiff", ".ppm", ".pgm", ".heic")
 
 
 def _undecodable(path):
-    """`None` if `path` decodes as an image, else the reason."""
-    if os.path.getsize(path) == 0:
-        return "empty file"
+    """`None` if `path` decodes as one still image (as the pipeline decodes it), else why."""
+    if os.path.islink(path) and not os.path.exists(path):
+        return "a broken symbolic link"
     try:
-        tf.io.decode_image(tf.io.read_file(path), expand_animations=False)
+        if os.path.getsize(path) == 0:
+            return "empty file"
+        with open(path, "rb") as f:
+            head = f.read(12)
+    except OSError as e:
+        return f"cannot be read: {e.strerror}"
+    if head[:6] in (b"GIF87a", b"GIF89a"):
+        return "a GIF image under a .jpg/.png name; the dataset reader decodes GIFs as frames"
+    if head[:2] == b"BM" or (head[:4] == b"RIFF" and head[8:12] == b"WEBP"):
+        return "a BMP or WebP image under a .jpg/.png name; convert it to PNG or JPEG"
+    try:
+        image = tf.io.decode_image(tf.io.read_file(path), expand_animations=True)
     except tf.errors.OpError as e:
         return e.message.split("[Op:")[0].strip() or type(e).__name__
+    if image.shape.rank != 3:
+        return f"an animation ({image.shape[0]} frames), not one image"
     return None
 
 
-def check_image_folder(root, split, max_listed=10):
-    """Refuses empty class folders (in any split) and images of `split` that do not decode.
+def _visible(folder):
+    """The entries of `folder` except hidden ones (`.DS_Store`, `._name`)."""
+    return sorted(f for f in os.listdir(folder) if not f.startswith("."))
 
-    Every image of the split is decoded once before training, so a bad file is
-    named here instead of failing a batch mid-epoch.
+
+def check_image_folder(root, split, max_listed=10):
+    """Checks an image folder before training, so a bad file is named here instead of
+    failing a batch mid-epoch or being skipped without a word.
+
+    Refuses: empty class folders (in any split), a split with fewer than two classes,
+    image files of types the reader does not take (BMP, GIF, WebP, ... by name), and
+    images of `split` that do not decode as the pipeline decodes them (truncated, not an
+    image, a GIF or an animation under a .png name, a broken link, a symlink loop).
     """
-    empty = []
-    for split_name in sorted(os.listdir(root)):
+    empty, other = [], []
+    for split_name in _visible(root):
         split_dir = os.path.join(root, split_name)
         if not os.path.isdir(split_dir):
             continue
-        for label in sorted(os.listdir(split_dir)):
+        for label in _visible(split_dir):
             folder = os.path.join(split_dir, label)
-            if os.path.isdir(folder) and not any(
-                    f.lower().endswith(IMAGE_EXTENSIONS) for f in os.listdir(folder)):
+            if not os.path.isdir(folder):
+                continue
+            names = _visible(folder)
+            other += [os.path.join(split_name, label, f) for f in names
+                      if f.lower().endswith(OTHER_IMAGE_EXTENSIONS)]
+            if not any(f.lower().endswith(IMAGE_EXTENSIONS) for f in names):
                 empty.append(os.path.join(split_name, label))
+    if other:
+        raise DataError(
+            f"{len(other)} image files in {root} are of a type the folder reader does not "
+            f"take ({', '.join(IMAGE_EXTENSIONS)} only): {', '.join(other[:max_listed])}"
+            + (f" (+{len(other) - max_listed} more)" if len(other) > max_listed else "")
+            + ". Convert them to PNG or JPEG, or remove them.")
     if empty:
         raise DataError(
             f"Class folders without images ({', '.join(IMAGE_EXTENSIONS)}) in {root}: "
             f"{', '.join(empty)}. Remove them or add images."
         )
     split_dir = os.path.join(root, split)
+    classes = [c for c in _visible(split_dir) if os.path.isdir(os.path.join(split_dir, c))]
+    if len(classes) < 2:
+        raise DataError(f"{split_dir} has {len(classes)} class folder(s); a classifier needs "
+                        f"at least two. Received: split={split!r}")
     paths = sorted(
-        os.path.join(d, f) for label in os.listdir(split_dir)
-        for d in [os.path.join(split_dir, label)] if os.path.isdir(d)
-        for f in os.listdir(d) if f.lower().endswith(IMAGE_EXTENSIONS)
+        os.path.join(d, f) for label in classes
+        for d in [os.path.join(split_dir, label)]
+        for f in _visible(d) if f.lower().endswith(IMAGE_EXTENSIONS)
     )
     from concurrent.futures import ThreadPoolExecutor
 
@@ -175,6 +220,27 @@ def check_image_folder(root, split, max_listed=10):
             f"{len(bad)} of {len(paths)} images in {split_dir} cannot be decoded: "
             f"{listed}{more}. Remove or replace them."
         )
+
+
+def _folder_split(builder, split):
+    """`(dataset, examples)` of a split of an ImageFolder, tfds slicing (`"test[:16]"`,
+    `"train[10%:]"`) done here: ImageFolder reads whole splits only."""
+    try:
+        absolute = tfds.core.ReadInstruction.from_spec(split).to_absolute(builder.info.splits)
+        splits = {name: info.num_examples for name, info in builder.info.splits.items()}
+    except (ValueError, KeyError, AssertionError) as e:
+        raise DataError(f"Unknown split or slice. Available splits: {sorted(builder.info.splits)}. "
+                        f"Received: split={split!r}") from e
+    parts = []
+    for part in absolute:
+        n = splits[part.splitname]
+        start, stop = part.from_ or 0, n if part.to is None else part.to
+        ds = builder.as_dataset(split=part.splitname, as_supervised=True, shuffle_files=False)
+        parts.append((ds.skip(start).take(max(stop - start, 0)), max(stop - start, 0)))
+    ds = parts[0][0]
+    for more, _ in parts[1:]:
+        ds = ds.concatenate(more)
+    return ds, sum(n for _, n in parts)
 
 
 def normalize(images, mode="torch"):
@@ -261,6 +327,27 @@ def augment_fn(style, image_size, channels, training):
     return fn
 
 
+def _seeded_shuffle(ds, buffer, seed, seed2):
+    """`ds.shuffle(buffer, seed=seed2, reshuffle_each_iteration=False)` as it runs when the
+    global seed is `seed` (the run's: `configure_determinism`), for a tensor `seed2`.
+
+    `Dataset.shuffle` cannot take a tensor seed when the global seed is 0 (its Python
+    check of the seed pair reads the tensor as a bool), so the same op is made here
+    with the same seed pair, through public APIs.
+    """
+    seed2 = tf.where(tf.logical_and(tf.equal(seed, 0), tf.equal(seed2, 0)),
+                     tf.constant(2**31 - 1, tf.int64), seed2)
+    spec = ds.element_spec
+    variant = tf.raw_ops.ShuffleDatasetV3(
+        input_dataset=tf.data.experimental.to_variant(ds),
+        buffer_size=tf.constant(buffer, tf.int64), seed=tf.constant(seed, tf.int64),
+        seed2=seed2, seed_generator=tf.raw_ops.DummySeedGenerator(),
+        output_types=[t.dtype for t in tf.nest.flatten(spec)],
+        output_shapes=[t.shape for t in tf.nest.flatten(spec)],
+        reshuffle_each_iteration=False)
+    return tf.data.experimental.from_variant(variant, spec)
+
+
 def make_dataset(
     ds,
     num_examples,
@@ -316,21 +403,21 @@ def make_dataset(
 
     buffer = min(num_examples, 10_000)
 
+    @tf.autograph.experimental.do_not_convert  # plain graph code: the seed is a tensor
     def one_epoch(epoch):
-        epoch_seed = (int(seed) * 100_003 + int(epoch)) % (2**31 - 1)
-        e = ds.shuffle(buffer, seed=epoch_seed, reshuffle_each_iteration=False)
+        epoch_seed = (tf.constant(int(seed), tf.int64) * 100_003 + epoch) % (2**31 - 1)
+        e = _seeded_shuffle(ds, buffer, int(seed) % (2**31 - 1), epoch_seed)
         e = e.map(
-            lambda i, x, y: (fn(x, tf.stack([epoch_seed, tf.cast(i, tf.int32)])), y),
+            lambda i, x, y: (fn(x, tf.stack([tf.cast(epoch_seed, tf.int32),
+                                             tf.cast(i, tf.int32)])), y),
             num_parallel_calls=AUTOTUNE,
             deterministic=True,
         )
         return e.batch(batch_size, drop_remainder=True if drop_remainder is None else drop_remainder)
 
-    # Python-int seeds per epoch (tf.data rejects tensor shuffle seeds under
-    # op determinism); epochs are concatenated in order.
-    out = one_epoch(initial_epoch)
-    for epoch in range(initial_epoch + 1, epochs):
-        out = out.concatenate(one_epoch(epoch))
+    # One pipeline whatever the epoch count: epoch e is built when it is reached (the same
+    # order as a Python-int shuffle seed per epoch, concatenated).
+    out = tf.data.Dataset.range(int(initial_epoch), int(epochs)).flat_map(one_epoch)
     if randaugment:
         import keras
 

@@ -8,12 +8,13 @@ Images of other sizes are letterboxed: scaled so the longer side is `S`,
 padded at the bottom and right.
 """
 
+from keras_cra.errors import UserError
 import numpy as np
 
 SCENES = "fashion_mnist_scenes"
 
 
-class DetectionDataError(ValueError):
+class DetectionDataError(UserError):
     """A dataset that cannot be read as detection data."""
 
 

@@ -86,50 +86,77 @@ def nms(boxes, scores, iou_threshold=0.5, score_threshold=0.05, max_detections=1
     return boxes[keep], classes[keep], best[keep]
 
 
-def export_detector(model, out, image_size, class_names, verify_images=None):
+def export_detector(model, out, image_size, class_names, verify_images=None,
+                    overwrite=False):
     """Writes `out/saved_model`, `out/detector_decoded.tflite` and
-    `out/metadata.json` (with the verification against Keras on
-    `verify_images`, uint8). Returns the metadata dict."""
+    `out/metadata.json` (with the sha256 of every file and the verification
+    against Keras on `verify_images`, uint8). Returns the metadata dict.
+
+    Written as every export is (`keras_cra.files.atomic_output`): into a
+    temporary folder beside `out`, verified, then renamed, so a kill at any
+    moment leaves no export or a whole one. An existing `out` is replaced only
+    with `overwrite` and only if it holds an earlier detector export.
+    """
+    from keras_cra.export import safety, tflite
+    from keras_cra.files import atomic_output
+
+    with atomic_output(out, "--export", overwrite, is_detector_export, folder=True) as tmp:
+        saved = os.path.join(tmp, SAVED_MODEL)
+        nms_error = _write_saved_model(model, saved, image_size)
+        from keras_cra.layers.cra import builtin_pooling
+
+        with builtin_pooling():  # a fresh trace, with CRA's pool as XNNPACK-friendly max pools
+            flat = _convert_frozen(_functions(model, image_size)[0])
+        with open(os.path.join(tmp, TFLITE), "wb") as f:
+            f.write(flat)
+        metadata = {"image_size": image_size, "class_names": list(class_names),
+                    "inputs": "uint8 images (N, S, S, 3), RGB 0-255",
+                    "saved_model_outputs": ["boxes (xyxy pixels)", "classes", "scores",
+                                            "num_detections"],
+                    "tflite_outputs": ["boxes (N, anchors, 4) xyxy pixels",
+                                       "scores (N, anchors, classes)"],
+                    "tflite_ops": sorted(tflite.op_names(flat)),
+                    "full_tflite_error": nms_error,
+                    "sha256": safety.sha256_record(tmp, [saved, os.path.join(tmp, TFLITE)])}
+        if verify_images is not None:
+            metadata["verification"] = verify(model, tmp, verify_images)
+        with open(os.path.join(tmp, "metadata.json"), "w") as f:
+            json.dump(metadata, f, indent=2)
+    return metadata
+
+
+def is_detector_export(path):
+    """Whether `path` holds an earlier detector export and nothing else."""
+    try:
+        names = set(os.listdir(path))
+        with open(os.path.join(path, "metadata.json")) as f:
+            metadata = json.load(f)
+    except (OSError, ValueError):
+        return False
+    return (isinstance(metadata, dict) and "tflite_outputs" in metadata
+            and names <= {SAVED_MODEL, TFLITE, "metadata.json"})
+
+
+def _write_saved_model(model, saved, image_size):
+    """The SavedModel (signatures `serving_default` with NMS, `decoded`); returns why its
+    NMS signature cannot be a builtins-only TFLite model (the converter's words)."""
     import tensorflow as tf
 
-    from keras_cra.export import tflite
-
-    os.makedirs(out, exist_ok=True)
     decoded, full = _functions(model, image_size)
     module = tf.Module()
     module.model = model
     module.serve = full
     module.decoded = decoded
-    tf.saved_model.save(module, os.path.join(out, SAVED_MODEL),
+    tf.saved_model.save(module, saved,
                         signatures={"serving_default": full.get_concrete_function(),
                                     "decoded": decoded.get_concrete_function()})
-    saved = os.path.join(out, SAVED_MODEL)
-    nms_error = None
     try:
         _convert(saved, "serving_default")
     except Exception as e:  # the converter names the ops it cannot lower
         text = str(e)
         ops_line = [line for line in text.splitlines() if "TF Select ops:" in line]
-        nms_error = ops_line[0].strip() if ops_line else " ".join(text.split())[-300:]
-    from keras_cra.layers.cra import builtin_pooling
-
-    with builtin_pooling():  # a fresh trace, with CRA's pool as XNNPACK-friendly max pools
-        flat = _convert_frozen(_functions(model, image_size)[0])
-    with open(os.path.join(out, TFLITE), "wb") as f:
-        f.write(flat)
-    metadata = {"image_size": image_size, "class_names": list(class_names),
-                "inputs": "uint8 images (N, S, S, 3), RGB 0-255",
-                "saved_model_outputs": ["boxes (xyxy pixels)", "classes", "scores",
-                                        "num_detections"],
-                "tflite_outputs": ["boxes (N, anchors, 4) xyxy pixels",
-                                   "scores (N, anchors, classes)"],
-                "tflite_ops": sorted(tflite.op_names(flat)),
-                "full_tflite_error": nms_error}
-    if verify_images is not None:
-        metadata["verification"] = verify(model, out, verify_images)
-    with open(os.path.join(out, "metadata.json"), "w") as f:
-        json.dump(metadata, f, indent=2)
-    return metadata
+        return ops_line[0].strip() if ops_line else " ".join(text.split())[-300:]
+    return None
 
 
 def _convert_frozen(fn):

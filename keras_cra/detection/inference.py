@@ -14,19 +14,15 @@ def load_detector(folder):
     for an export folder of `keras_cra.detection.export` (its SavedModel, or its `.tflite`
     plus NumPy NMS when the folder has no SavedModel)."""
     from keras_cra.detection import export
+    from keras_cra.export import safety
 
-    meta_path = os.path.join(folder, "metadata.json")
-    if not os.path.isfile(meta_path):
-        raise UsageError("--model must be a detector export folder (with metadata.json). "
-                         f"Received: --model {folder}")
-    with open(meta_path) as f:
-        meta = json.load(f)
+    meta = read_metadata(folder)
     size, names = meta["image_size"], meta["class_names"]
     saved = os.path.join(folder, export.SAVED_MODEL)
     if os.path.isdir(saved):
         import tensorflow as tf
 
-        serve = tf.saved_model.load(saved).signatures["serving_default"]
+        serve = safety.load_saved_model(saved, "--model").signatures["serving_default"]
 
         def detect(image):
             y = serve(images=tf.constant(image[None]))
@@ -36,11 +32,27 @@ def load_detector(folder):
     else:
         from keras_cra.export import tflite
 
-        interp = tflite.interpreter(os.path.join(folder, export.TFLITE))
+        path = os.path.join(folder, export.TFLITE)
+        safety.check_export_hashes(folder, "--model", only=(path,))
+        interp = tflite.interpreter(path)
 
         def detect(image):
             return export.nms(*export.run_tflite(interp, image))
     return detect, size, names
+
+
+def read_metadata(folder):
+    """The `metadata.json` of a detector export folder, with one error if it is not one."""
+    meta_path = os.path.join(folder, "metadata.json")
+    try:
+        with open(meta_path) as f:
+            meta = json.load(f)
+        if not isinstance(meta["image_size"], int) or not isinstance(meta["class_names"], list):
+            raise TypeError
+    except (OSError, ValueError, KeyError, TypeError) as e:
+        raise UsageError("--model must be a detector export folder (with metadata.json). "
+                         f"Received: --model {folder}") from e
+    return meta
 
 
 def letterbox(path, size):
@@ -98,16 +110,30 @@ def main(argv=None):
     p.add_argument("--model", required=True, help="a folder written by training/detect.py --export")
     p.add_argument("--out", default=None, help="output PNG (default: IMAGE.detections.png)")
     p.add_argument("--min-score", type=float, default=0.3)
+    p.add_argument("--overwrite", action="store_true",
+                   help="replace an existing --out (never the input image)")
     a = p.parse_args(argv)
 
     def command():
+        from keras_cra.files import atomic_output, check_output_file
+
         if not 0 <= a.min_score <= 1:
             raise UsageError(f"--min-score must be in [0, 1]. Received: --min-score {a.min_score}")
+        read_metadata(a.model)
+        out = a.out or os.path.splitext(a.image)[0] + ".detections.png"
+        if os.path.abspath(out) == os.path.abspath(a.image) or (
+                os.path.exists(out) and os.path.exists(a.image)
+                and os.path.samefile(out, a.image)):
+            raise UsageError(f"--out is the input image; choose another file. Nothing was "
+                             f"written. Received: --out {out}")
+        if not out.lower().endswith(".png"):
+            raise UsageError(f"--out must be a .png path. Received: --out {out}")
+        check_output_file(out, "--out", a.overwrite)
         detect, size, names = load_detector(a.model)
         image, _ = letterbox(a.image, size)
         boxes, classes, scores = detect(image)
-        out = a.out or os.path.splitext(a.image)[0] + ".detections.png"
-        draw(image, boxes, classes, scores, names, out, a.min_score)
+        with atomic_output(out, "--out", a.overwrite) as tmp:
+            draw(image, boxes, classes, scores, names, tmp, a.min_score)
         shown = [(names[int(c)], round(float(s), 3)) for c, s in zip(classes, scores)
                  if s >= a.min_score]
         print(f"{len(shown)} detection(s) with score >= {a.min_score}: {shown}")

@@ -9,10 +9,11 @@ To add a format: a module with an `ExportFormat` subclass, and one line in
 `FORMATS` of `keras_cra/export/formats.py`.
 """
 
+from keras_cra.errors import UserError
 import os
 
 
-class ExportError(ValueError):
+class ExportError(UserError):
     """A model, folder or dataset that cannot be exported (message is for users)."""
 
 

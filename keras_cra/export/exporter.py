@@ -1,13 +1,11 @@
 """Export a Keras model to every registered format, verified against Keras.
 
 Everything is written to a temporary folder next to the destination and
-moved into place only after verification passes, so an existing export is
-never half-overwritten. The formats live in `keras_cra.export.formats`.
+moved into place only after verification passes (`keras_cra.files.atomic_output`),
+so an existing export is never half-overwritten. The formats live in `keras_cra.export.formats`.
 """
 
 import os
-import shutil
-import tempfile
 
 import numpy as np
 
@@ -15,7 +13,7 @@ from keras_cra.export import verify as verify_lib
 from keras_cra.export.formats import FORMATS, TFLITE_VARIANTS, ExportError  # noqa: F401
 from keras_cra.export.report import print_report, write_sidecars  # noqa: F401 (CLI API)
 from keras_cra.export.serving import outputs_probabilities, serving_functions  # noqa: F401
-from keras_cra.files import sha256_of  # noqa: F401 (re-exported)
+from keras_cra.files import atomic_output, sha256_of  # noqa: F401 (sha256_of re-exported)
 
 
 def load_model(model_or_path):
@@ -126,14 +124,11 @@ def export_model(
             raise ExportError(f"--{name.replace('_', '-')} must be an integer >= 1. "
                               f"Received: {name}={value!r}")
     out_dir = check_out_dir(out_dir, overwrite)
-    parent = os.path.dirname(out_dir)
     try:
-        os.makedirs(parent, exist_ok=True)
-        tmp = tempfile.mkdtemp(prefix=".export-", dir=parent)
+        os.makedirs(os.path.dirname(out_dir), exist_ok=True)
     except OSError as e:
-        raise ExportError(f"Cannot write to the output folder {parent}: {e}") from e
-
-    try:
+        raise ExportError(f"Cannot write to the output folder {out_dir}: {e}") from e
+    with atomic_output(out_dir, "--out", overwrite, is_export_folder, folder=True) as tmp:
         model = load_model(model_or_path)
         shape = tuple(model.input_shape[1:])
         if len(shape) != 3 or any(d is None for d in shape):
@@ -176,19 +171,5 @@ def export_model(
         failures = report["summary"]["failures"]
         if failures:
             raise ExportError("Verification failed: " + "; ".join(failures))
-        _move_into_place(tmp, out_dir)
-        tmp = None
-    finally:
-        if tmp and os.path.exists(tmp):
-            shutil.rmtree(tmp, ignore_errors=True)
     return report
 
-
-def _move_into_place(tmp, out_dir):
-    backup = None
-    if os.path.exists(out_dir):
-        backup = out_dir + ".old-" + os.path.basename(tmp)
-        os.rename(out_dir, backup)
-    os.rename(tmp, out_dir)
-    if backup:
-        shutil.rmtree(backup, ignore_errors=True)

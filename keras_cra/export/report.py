@@ -5,7 +5,7 @@ import os
 import shutil
 
 from keras_cra.export.serving import PREPROCESSING
-from keras_cra.files import sha256_of
+from keras_cra.export.safety import sha256_record
 
 
 def write_sidecars(folder, model, class_names, artifacts, report, source_name, integer_io):
@@ -13,14 +13,7 @@ def write_sidecars(folder, model, class_names, artifacts, report, source_name, i
     `verification.json`."""
     with open(os.path.join(folder, "labels.txt"), "w") as f:
         f.write("\n".join(class_names) + "\n")
-    hashes = {}
-    for path in artifacts.values():
-        rel = os.path.relpath(path, folder)
-        if os.path.isdir(path):
-            files = sorted(os.path.join(d, f) for d, _, fs in os.walk(path) for f in fs)
-            hashes[rel] = {os.path.relpath(p, folder): sha256_of(p) for p in files}
-        else:
-            hashes[rel] = sha256_of(path)
+    hashes = sha256_record(folder, artifacts.values())
     metadata = {
         "source_model": source_name or model.name,
         "input_size": list(model.input_shape[1:]),

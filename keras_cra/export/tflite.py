@@ -1,5 +1,6 @@
 """TFLite (LiteRT) conversion with builtin ops only, and inference."""
 
+from keras_cra.errors import UserError
 import numpy as np
 
 from keras_cra.export.base import ExportError, ExportFormat
@@ -9,7 +10,7 @@ from keras_cra.export.base import ExportError, ExportFormat
 QUANTIZATIONS = ("float32", "float16", "dynamic", "int8")
 
 
-class UnsupportedOpsError(ValueError):
+class UnsupportedOpsError(UserError):
     """The model needs ops outside the TFLite builtin set."""
 
 

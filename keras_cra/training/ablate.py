@@ -17,9 +17,9 @@ import time
 
 import numpy as np
 
-from keras_cra.cli import UsageError, check_output_dir, read_json
+from keras_cra.cli import UsageError, check_output_dir, read_json, run
 from keras_cra.training import train as train_lib
-from keras_cra.training.common import LOCK_FILE, print_table, run_cli, run_folder_lock
+from keras_cra.training.common import LOCK_FILE, print_table, run_folder_lock
 
 GRID_FILE = "grid.json"
 RESULTS_CSV = "results.csv"
@@ -200,7 +200,10 @@ def ablate(config, attentions, seeds, out, verbose=0, on_run=None):
         for index, (attention, seed) in enumerate(pairs):
             run_dir = os.path.join(out, "runs", run_name(attention, seed))
             done = os.path.exists(os.path.join(run_dir, "metrics.json"))
-            resume = not done and os.path.exists(os.path.join(run_dir, "state.json"))
+            # A run with a checkpoint continues (also one whose state.json was never
+            # written, or one stopped after its last epoch before its metrics.json).
+            resume = not done and any(os.path.exists(os.path.join(run_dir, n))
+                                      for n in ("state.json", "last.keras"))
             if on_run:
                 on_run(index, len(pairs), attention, seed,
                        "done" if done else "resume" if resume else "train")
@@ -377,4 +380,6 @@ def main(argv=None):
             print(f.read())
         print_table("Files", {os.path.basename(p): p for p in result["files"]})
 
-    return run_cli(command)
+    return run(command, resumable=True, interrupted=lambda: (
+        f"interrupted; finished runs are kept in {args.out}: run the same command again to "
+        "continue the grid (stopped runs are resumed)"))

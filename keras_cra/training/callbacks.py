@@ -1,10 +1,11 @@
 """Callbacks of the training scripts."""
 
-import json
 import math
 import os
 
 import keras
+
+from keras_cra.files import atomic_output, write_json_atomic
 
 
 def _diverged(logs):
@@ -37,7 +38,8 @@ class AtomicCheckpoint(keras.callbacks.Callback):
     """Saves the model to `path` at the end of each epoch, atomically.
 
     The model is written to a temporary file beside `path`, then renamed over
-    it, so a kill during the write leaves the previous checkpoint intact.
+    it (`keras_cra.files.atomic_output`), so a kill or a full disk during the
+    write leaves the previous checkpoint intact.
     With `monitor`, only epochs that improve it (`mode="max"`) are saved,
     starting from `best` (the best value of a resumed run).
     """
@@ -57,10 +59,8 @@ class AtomicCheckpoint(keras.callbacks.Callback):
             if value is None or not float(value) > self.best:
                 return
             self.best = float(value)
-        folder, name = os.path.split(self.path)
-        tmp = os.path.join(folder, f".{name[:-len('.keras')]}.partial.keras")
-        self.model.save(tmp)
-        os.replace(tmp, self.path)
+        with atomic_output(self.path, overwrite=True) as tmp:
+            self.model.save(tmp)
 
 
 class RunState(keras.callbacks.Callback):
@@ -84,8 +84,6 @@ class RunState(keras.callbacks.Callback):
         value = logs.get(self.monitor)
         if value is not None and (self.best is None or float(value) > self.best):
             self.best = float(value)
-        path = os.path.join(self.out, "state.json")
-        with open(path + ".tmp", "w") as f:
-            json.dump({"epochs_done": epoch + 1, "best": {self.monitor: self.best},
-                       "logs": {k: float(v) for k, v in logs.items()}}, f)
-        os.replace(path + ".tmp", path)
+        write_json_atomic(os.path.join(self.out, "state.json"),
+                          {"epochs_done": epoch + 1, "best": {self.monitor: self.best},
+                           "logs": {k: float(v) for k, v in logs.items()}})

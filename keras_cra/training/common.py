@@ -37,9 +37,22 @@ def run_folder_lock(out):
         lock.release()
 
 
-def run_cli(fn):
-    """Runs a resumable training command (see `keras_cra.cli.run`)."""
-    return run(fn, resumable=True)
+def run_cli(fn, out=None):
+    """Runs a resumable training command (see `keras_cra.cli.run`); on Ctrl-C or SIGTERM
+    it prints how to go on from what the run folder holds (`out`: a function of no
+    arguments giving the folder, or `None`)."""
+    return run(fn, resumable=True, interrupted=(lambda: resume_hint(out())) if out else None)
+
+
+def resume_hint(folder):
+    """How to go on with the run folder `folder` after an interruption."""
+    if folder and not os.path.exists(os.path.join(folder, "state.json")) and not os.path.exists(
+            os.path.join(folder, "last.keras")):
+        return (f"interrupted before the first epoch finished: nothing to resume in {folder}; "
+                "run the same command again (without --resume) to start over, which replaces "
+                "the unfinished run")
+    return (f"interrupted; the last finished epoch is kept in {folder}: continue with the same "
+            "command and --resume")
 
 
 def configure_cpu_devices(n):

@@ -16,6 +16,7 @@ import time
 import numpy as np
 
 from keras_cra.cli import UsageError, check_output_dir
+from keras_cra.files import write_json_atomic
 from keras_cra.training import train as train_lib
 from keras_cra.training.common import (
     build_loss_trackers,
@@ -63,22 +64,25 @@ QUICK = dict(train_count=64, eval_count=24, image_size=64, epochs=1, batch_size=
              head_convs=1)
 
 
+# keras-hub's RetinaNet heads default to 4 convolutions; more only costs memory.
+MAX_HEAD_CONVS = 8
+MAX_BOXES = 1000
+MAX_COUNT = 10_000_000
+
+
 def validate(c):
-    for key in ("image_size", "max_boxes", "head_convs", "epochs", "batch_size"):
-        value = getattr(c, key)
-        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-            raise UsageError(f"--{key.replace('_', '-')} must be an integer >= 1. "
-                             f"Received: --{key.replace('_', '-')} {value}")
+    check_int = train_lib.check_int
+    for key, high in (("image_size", train_lib.MAX_IMAGE_SIZE), ("max_boxes", MAX_BOXES),
+                      ("head_convs", MAX_HEAD_CONVS), ("epochs", train_lib.MAX_EPOCHS),
+                      ("batch_size", train_lib.MAX_BATCH_SIZE)):
+        check_int(f"--{key.replace('_', '-')}", getattr(c, key), 1, high)
     for key in ("train_count", "eval_count"):
-        value = getattr(c, key)
-        if value is not None and (not isinstance(value, int) or value < 1):
-            raise UsageError(f"--{key.replace('_', '-')} must be an integer >= 1. "
-                             f"Received: --{key.replace('_', '-')} {value}")
+        if getattr(c, key) is not None:
+            check_int(f"--{key.replace('_', '-')}", getattr(c, key), 1, MAX_COUNT)
     if c.image_size % 32 or c.image_size < 64:
         raise UsageError(f"--image-size must be a multiple of 32, >= 64. "
                          f"Received: --image-size {c.image_size}")
-    if not isinstance(c.seed, int) or c.seed < 0:
-        raise UsageError(f"--seed must be an integer >= 0. Received: --seed {c.seed}")
+    check_int("--seed", c.seed, 0, train_lib.MAX_SEED)
     train_lib._finite("lr", c.lr, low=0, low_open=True)
     train_lib._finite("warmup_epochs", c.warmup_epochs, low=0)
     if c.warmup_epochs > 0 and c.warmup_epochs >= c.epochs:
@@ -142,7 +146,7 @@ def _train(config, initial_epoch):
     from keras_cra.training.common import configure_determinism
 
     out = config.out
-    if initial_epoch >= config.epochs:
+    if initial_epoch >= config.epochs and os.path.exists(os.path.join(out, "metrics.json")):
         raise UsageError(f"The run in {out} has finished all {config.epochs} epochs already.")
     if config.export:
         check_output_dir(config.export)
@@ -196,8 +200,6 @@ def _train(config, initial_epoch):
                "eval_images": n_eval, "epochs": config.epochs,
                **{k: round(v, 4) for k, v in metrics.items()},
                "params": int(model.count_params()), "train_seconds": round(train_seconds, 1)}
-    with open(os.path.join(out, "metrics.json"), "w") as f:
-        json.dump(metrics, f, indent=2)
     draw_predictions(examples, class_names, os.path.join(out, PREDICTIONS_PNG))
     if config.export:
         from keras_cra.detection.export import export_detector
@@ -207,8 +209,9 @@ def _train(config, initial_epoch):
                                    verify_images=images)
         metrics["export"] = config.export
         metrics["export_verification"] = exported["verification"]
-        with open(os.path.join(out, "metrics.json"), "w") as f:
-            json.dump(metrics, f, indent=2)
+    # Written last: a run stopped before it (during the evaluation or the export) is
+    # finished by `--resume`, which then trains no more epochs.
+    write_json_atomic(os.path.join(out, "metrics.json"), metrics)
     return metrics
 
 
@@ -324,4 +327,4 @@ def main(argv=None):
             config = DetectConfig(**values)
         print_table(f"Detection ({config.out})", train_detector(config))
 
-    return run_cli(command)
+    return run_cli(command, out=lambda: args.out)

@@ -6,37 +6,42 @@ import os
 
 import numpy as np
 
-from keras_cra.cli import UsageError, check_output_dir, load_keras_model, run
+from keras_cra.cli import UsageError, check_output_dir, check_output_file, load_keras_model, run
+from keras_cra.files import atomic_output
 from keras_cra.training.common import print_table
 
 
-def load_predictor(path):
-    """`(predict_fn(float batch) -> probabilities, input_shape)` for a model path."""
+def load_predictor(path, flag="model"):
+    """`(predict_fn(float batch) -> probabilities, input_shape, class count)` for a model
+    path. A SavedModel is checked first (`keras_cra.export.safety`): nothing of a file
+    whose graphs can do more than compute, or that differs from its export's record,
+    is run."""
     import tensorflow as tf
 
     if os.path.isdir(path) and os.path.exists(os.path.join(path, "saved_model.pb")):
-        try:
-            loaded = tf.saved_model.load(path)
-        except Exception as e:
-            raise UsageError(f"model is not a readable SavedModel ({type(e).__name__}). "
-                             f"Received: model={path}") from e
+        from keras_cra.export import safety
+
+        loaded = safety.load_saved_model(path, flag)
         if "serving_preprocessed" not in loaded.signatures:
             raise UsageError(
                 f"{path} is a SavedModel without a 'serving_preprocessed' signature "
-                "(export it with keras_cra.export)."
+                f"(export it with keras_cra.export). Received: {flag}={path}"
             )
         fn = loaded.signatures["serving_preprocessed"]
         spec = fn.structured_input_signature[1]
         shape = tuple(next(iter(spec.values())).shape[1:])
         name = next(iter(spec))
-        return (lambda x: next(iter(fn(**{name: tf.constant(x)}).values())).numpy()), shape
+        count = next(iter(fn.structured_outputs.values())).shape[-1]
+        return ((lambda x: next(iter(fn(**{name: tf.constant(x)}).values())).numpy()), shape,
+                None if count is None else int(count))
     if os.path.isdir(path):
         raise UsageError(
-            f"model must be a .keras file or an exported SavedModel folder (with "
-            f"saved_model.pb). Received: model={path}"
+            f"{flag} must be a .keras file or an exported SavedModel folder (with "
+            f"saved_model.pb). Received: {flag}={path}"
         )
-    model = load_keras_model(path, "model")
-    return (lambda x: model.predict_on_batch(x)), tuple(model.input_shape[1:])
+    model = load_keras_model(path, flag)
+    return ((lambda x: model.predict_on_batch(x)), tuple(model.input_shape[1:]),
+            int(model.output_shape[-1]))
 
 
 def to_probabilities(outputs):
@@ -48,15 +53,21 @@ def to_probabilities(outputs):
     return e / e.sum(-1, keepdims=True)
 
 
+EVAL_FILES = ("eval_metrics.json", "confusion_matrix.png")
+
+
 def evaluate(model_path, dataset="fashion_mnist", split="test", data_dir=None,
              manual_dir=None, batch_size=128, out=None, style=None, verbose=0, gates=None,
-             gate_images=64):
+             gate_images=64, overwrite=False):
     """Top-1, top-5, loss and confusion matrix of a model on a split.
 
     `verbose`: 0 silent, 1 a progress bar per batch, 2 one line at the end.
     `gates`: a PNG path: writes the gate values of every attention layer on
     the first `gate_images` images of the split (see
     `keras_cra.inspect.plot_gate_statistics`); needs a `.keras` model.
+    `out` (`eval_metrics.json`, `confusion_matrix.png`) and `gates` are
+    checked before any work and never replace an existing file unless
+    `overwrite`; each is written atomically.
     """
     import keras
 
@@ -64,24 +75,29 @@ def evaluate(model_path, dataset="fashion_mnist", split="test", data_dir=None,
 
     if out:
         check_output_dir(out)
-    if not isinstance(batch_size, int) or batch_size < 1:
-        raise UsageError(f"--batch-size must be an integer >= 1. Received: --batch-size {batch_size}")
+        for name in EVAL_FILES:
+            check_output_file(os.path.join(out, name), "--out", overwrite)
+    from keras_cra.training.train import MAX_BATCH_SIZE, check_int
+
+    check_int("--batch-size", batch_size, 1, MAX_BATCH_SIZE)
     if gates is not None:
         if not isinstance(gate_images, int) or gate_images < 1:
             raise UsageError(f"--gate-images must be an integer >= 1. "
                              f"Received: --gate-images {gate_images}")
         if not str(gates).endswith(".png"):
             raise UsageError(f"--gates must be a .png path. Received: --gates {gates}")
+        check_output_file(gates, "--gates", overwrite)
         if os.path.isdir(model_path):
             raise UsageError("--gates reads the attention layers of a .keras model, not of an "
                              f"exported SavedModel. Received: model={model_path}")
-    predict, shape = load_predictor(model_path)
+    predict, shape, _ = load_predictor(model_path)
     ds, info = data.load(dataset, split, data_dir, manual_dir)
     if style is None:
         from keras_cra.applications import zoo
 
         style = zoo.style_for_input(shape[0])
-    pipe = data.make_dataset(ds, info.num_examples, batch_size, shape[0], shape[-1],
+    pipe = data.make_dataset(ds, info.num_examples, min(batch_size, info.num_examples),
+                             shape[0], shape[-1],
                              style=style, training=False)
     labels, probs, first_images = [], [], []
     progress = keras.utils.Progbar(-(-info.num_examples // batch_size), verbose=verbose,
@@ -111,9 +127,11 @@ def evaluate(model_path, dataset="fashion_mnist", split="test", data_dir=None,
     np.add.at(confusion, (labels, top5[:, 0]), 1)
     if out:
         os.makedirs(out, exist_ok=True)
-        with open(os.path.join(out, "eval_metrics.json"), "w") as f:
-            json.dump(metrics | {"confusion_matrix": confusion.tolist()}, f, indent=2)
-        save_confusion_png(confusion, info.class_names, os.path.join(out, "confusion_matrix.png"))
+        with atomic_output(os.path.join(out, EVAL_FILES[0]), "--out", overwrite) as tmp:
+            with open(tmp, "w") as f:
+                json.dump(metrics | {"confusion_matrix": confusion.tolist()}, f, indent=2)
+        with atomic_output(os.path.join(out, EVAL_FILES[1]), "--out", overwrite) as tmp:
+            save_confusion_png(confusion, info.class_names, tmp)
     if gates is not None:
         from keras_cra import inspect
 
@@ -123,8 +141,8 @@ def evaluate(model_path, dataset="fashion_mnist", split="test", data_dir=None,
                                             batch_size=batch_size)
         except ValueError as e:
             raise UsageError(f"--gates: {e}") from e
-        os.makedirs(os.path.dirname(os.path.abspath(gates)), exist_ok=True)
-        inspect.plot_gate_statistics(stats, gates)
+        with atomic_output(gates, "--gates", overwrite) as tmp:
+            inspect.plot_gate_statistics(stats, tmp)
         metrics["gates_png"] = str(gates)
     return metrics, confusion
 
@@ -162,6 +180,8 @@ def build_parser():
                         "heatmap and histogram); needs a .keras model")
     p.add_argument("--gate-images", type=int, default=64,
                    help="how many images of the split --gates uses")
+    p.add_argument("--overwrite", action="store_true",
+                   help="replace existing --out files and --gates PNG")
     return p
 
 
@@ -173,7 +193,8 @@ def main(argv=None):
 
         metrics, _ = evaluate(a.model, a.dataset, a.split, a.data_dir, a.manual_dir,
                               a.batch_size, a.out, verbose=progress_verbosity(None),
-                              gates=a.gates, gate_images=a.gate_images)
+                              gates=a.gates, gate_images=a.gate_images,
+                              overwrite=a.overwrite)
         print_table(f"Evaluation of {a.model} on {a.dataset}:{a.split}", metrics)
 
     return run(command)

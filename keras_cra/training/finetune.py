@@ -7,11 +7,11 @@ mode); stage 2 unfreezes the backbone and trains everything at a lower LR
 
 import argparse
 import dataclasses
-import json
 import os
 
 from keras_cra.training import train as train_lib
 from keras_cra.cli import check_output_dir, run
+from keras_cra.files import atomic_output, write_json_atomic
 from keras_cra.training.common import (
     UsageError,
     configure_determinism,
@@ -86,16 +86,15 @@ def _finetune(config):
     fit(config.lr, 0, config.stage1_epochs)
     backbone.trainable = True
     fit(config.lr * config.stage2_lr_factor, config.stage1_epochs, config.epochs)
-    model.save(os.path.join(config.out, "last.keras"))
+    with atomic_output(os.path.join(config.out, "last.keras"), overwrite=True) as tmp:
+        model.save(tmp)
     results = model.evaluate(eval_ds, return_dict=True, verbose=0)
     metrics = {"model": config.model, "weights": config.weights, "top1": float(results["accuracy"]),
                "top5": float(results["top5"]), "loss": float(results["loss"])}
-    with open(os.path.join(config.out, "metrics.json"), "w") as f:
-        json.dump(metrics, f, indent=2)
-    with open(os.path.join(config.out, "config.json"), "w") as f:
-        json.dump(dataclasses.asdict(config), f, indent=2)
-    with open(os.path.join(config.out, "state.json"), "w") as f:
-        json.dump({"epochs_done": config.epochs, "finetune": True}, f)
+    write_json_atomic(os.path.join(config.out, "config.json"), dataclasses.asdict(config))
+    write_json_atomic(os.path.join(config.out, "state.json"),
+                      {"epochs_done": config.epochs, "finetune": True})
+    write_json_atomic(os.path.join(config.out, "metrics.json"), metrics)
     return metrics
 
 

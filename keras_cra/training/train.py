@@ -10,6 +10,7 @@ import sys
 import time
 
 from keras_cra.cli import check_output_dir, load_keras_model, read_json
+from keras_cra.files import PARTIAL, write_json_atomic
 from keras_cra.layers.registry import attention_choices
 from keras_cra.training.common import (
     DEMO_MARKER,
@@ -73,6 +74,10 @@ class TrainConfig:
             )
         recipe = RECIPES[zoo.get(self.model).style]
         out = dataclasses.replace(self)
+        if not self.resume and self.milestones is not None and isinstance(self.epochs, int) and any(
+                isinstance(m, int) and m > self.epochs for m in self.milestones):
+            raise UsageError(f"--milestones must be within --epochs ({self.epochs}). "
+                             f"Received: --milestones {' '.join(map(str, self.milestones))}")
         for key in ("epochs", "batch_size", "lr", "momentum", "weight_decay", "image_size"):
             if getattr(out, key) is None:
                 setattr(out, key, recipe[key])
@@ -163,22 +168,35 @@ def _finite(name, value, low=None, high=None, low_open=False, high_open=True):
                          f"Received: {flag} {value}")
 
 
+# Bounds of what the code can do, checked before any work (each message states its bound).
+MAX_SEED = 2**31 - 1        # TensorFlow's stateless seeds are int32
+MAX_EPOCHS = 100_000
+MAX_BATCH_SIZE = 65_536
+MAX_IMAGE_SIZE = 1024       # a 1024x1024 batch of 8 already needs several GB for ResNet-50
+
+
+def check_int(flag, value, low=1, high=None):
+    """An integer flag in `[low, high]`; the error names the flag and the bound."""
+    if isinstance(value, bool) or not isinstance(value, int) or value < low or (
+            high is not None and value > high):
+        bound = f">= {low}" if high is None else f"between {low} and {high}"
+        raise UsageError(f"{flag} must be an integer {bound}. Received: {flag} {value}")
+
+
 def validate(config):
     """Checks every setting of a resolved config; errors name the flag."""
     c = config
-    for key in ("epochs", "batch_size", "image_size"):
-        value = getattr(c, key)
-        if value is not None and (not isinstance(value, int) or value < 1):
-            raise UsageError(f"--{key.replace('_', '-')} must be an integer >= 1. "
-                             f"Received: --{key.replace('_', '-')} {value}")
-    if not isinstance(c.seed, int) or c.seed < 0:
-        raise UsageError(f"--seed must be an integer >= 0. Received: --seed {c.seed}")
+    for key, high in (("epochs", MAX_EPOCHS), ("batch_size", MAX_BATCH_SIZE),
+                      ("image_size", MAX_IMAGE_SIZE)):
+        if getattr(c, key) is not None:
+            check_int(f"--{key.replace('_', '-')}", getattr(c, key), 1, high)
+    check_int("--seed", c.seed, 0, MAX_SEED)
     if c.lr is not None:
         _finite("lr", c.lr, low=0, low_open=True)
     if c.momentum is not None:
         _finite("momentum", c.momentum, low=0, high=1)
     if c.weight_decay is not None:
-        _finite("weight_decay", c.weight_decay, low=0)
+        _finite("weight_decay", c.weight_decay, low=0, high=1)
     _finite("label_smoothing", c.label_smoothing, low=0, high=1)
     _finite("warmup_epochs", c.warmup_epochs, low=0)
     if c.epochs is not None and c.warmup_epochs >= c.epochs and c.warmup_epochs > 0:
@@ -186,9 +204,10 @@ def validate(config):
             f"--warmup-epochs ({c.warmup_epochs}) must be shorter than --epochs ({c.epochs})."
         )
     if c.milestones is not None:
-        if any(not isinstance(m, int) or m < 1 for m in c.milestones) or list(
-                c.milestones) != sorted(set(c.milestones)):
-            raise UsageError("--milestones must be increasing epochs >= 1. "
+        if any(isinstance(m, bool) or not isinstance(m, int) or m < 1 or m > MAX_EPOCHS
+               for m in c.milestones) or list(c.milestones) != sorted(set(c.milestones)):
+            raise UsageError(f"--milestones must be increasing epochs between 1 and "
+                             f"{MAX_EPOCHS}. "
                              f"Received: --milestones {' '.join(map(str, c.milestones))}")
     choices = {"schedule": ("step", "cosine"), "mix": (None, "mixup", "cutmix"),
                "mixed_precision": ("none", "mixed_float16", "mixed_bfloat16"),
@@ -219,8 +238,15 @@ RESUME_MAY_CHANGE = ("out", "resume", "verbose", "data_dir", "manual_dir", "stra
                      "jit_compile")
 
 
+def _transient(name):
+    """A temporary file or lock that one of our writers leaves when it is killed."""
+    return name.startswith(".") and (PARTIAL in name or name.endswith(".lock"))
+
+
 def _run_contents(out):
-    return set(os.listdir(out)) - {LOCK_FILE, DEMO_MARKER} if os.path.isdir(out) else set()
+    if not os.path.isdir(out):
+        return set()
+    return {n for n in os.listdir(out) if not _transient(n)} - {LOCK_FILE, DEMO_MARKER}
 
 
 def _is_unfinished(out):
@@ -262,9 +288,13 @@ def _prepare_out(config):
                 "without --resume (the unfinished run is replaced)."
             )
         saved = read_json(config_path, "The run's config.json")
-        state = read_json(os.path.join(out, "state.json"), "The run's state.json")
         if not os.path.exists(os.path.join(out, "last.keras")):
             raise UsageError(f"Cannot resume: no checkpoint {os.path.join(out, 'last.keras')}.")
+        state_path = os.path.join(out, "state.json")
+        # No state.json beside a checkpoint: the state write of a finished epoch failed (a
+        # full disk, a kill between the two writes); the checkpoint tells the epoch.
+        state = (read_json(state_path, "The run's state.json") if os.path.exists(state_path)
+                 else {"epochs_done": None})
         differences = resume_differences(config, saved)
         if differences:
             raise UsageError(
@@ -272,11 +302,12 @@ def _prepare_out(config):
                 + "; ".join(differences)
                 + ". Leave them out to keep the run's settings."
             )
-        if not isinstance(state.get("epochs_done"), int):
+        if state["epochs_done"] is not None and not isinstance(state["epochs_done"], int):
             raise UsageError(f"The run's state.json has no epochs_done: {out}.")
         return state["epochs_done"], (state.get("best") or {}).get("val_accuracy")
     if _is_unfinished(out):
-        for name in _run_contents(out):
+        for name in _run_contents(out) | {n for n in os.listdir(out) if _transient(n)
+                                          and n != LOCK_FILE}:
             path = os.path.join(out, name)
             shutil.rmtree(path) if os.path.isdir(path) else os.remove(path)
     elif _run_contents(out):
@@ -285,6 +316,51 @@ def _prepare_out(config):
             "--resume to continue it. Nothing was overwritten."
         )
     return 0, None
+
+
+def checkpoint_epochs(path, steps):
+    """How many epochs of `steps` steps the optimizer of a `.keras` checkpoint has run
+    (read from the file without building the model)."""
+    import zipfile
+
+    import h5py
+    import numpy as np
+
+    try:
+        with zipfile.ZipFile(path) as z, z.open("model.weights.h5") as f:
+            with h5py.File(f, "r") as h5:
+                iterations = None
+
+                def find(name, obj):
+                    nonlocal iterations
+                    if iterations is None and name.startswith("optimizer/") and isinstance(
+                            obj, h5py.Dataset) and obj.shape == () and "int" in str(obj.dtype):
+                        iterations = int(np.asarray(obj))
+
+                h5.visititems(find)
+    except (OSError, KeyError, zipfile.BadZipFile) as e:
+        raise UsageError(f"Cannot resume: the run's last.keras is not a readable .keras model "
+                         f"(truncated, corrupt or not a model: {type(e).__name__}). "
+                         f"Received: {path}") from e
+    if iterations is None or iterations % steps:
+        raise UsageError(
+            f"Cannot resume: the run's checkpoint {path} ends inside an epoch (optimizer step "
+            f"{iterations}, {steps} steps per epoch); it was not written by this run.")
+    return iterations // steps
+
+
+def history_best(out, epochs, monitor="val_accuracy"):
+    """The best `monitor` value in the first `epochs` rows of the run's `history.csv`."""
+    import csv
+
+    try:
+        with open(os.path.join(out, "history.csv")) as f:
+            rows = list(csv.DictReader(f))
+    except OSError:
+        return None
+    values = [float(r[monitor]) for r in rows if r.get(monitor) not in (None, "")
+              and r.get("epoch", "").isdigit() and int(r["epoch"]) < epochs]
+    return max(values, default=None)
 
 
 def build_model(config, num_classes, channels):
@@ -346,6 +422,10 @@ def datasets(config, initial_epoch=0):
             )
         config.image_size = max(info.image_shape[0], 32 if style == "imagenet" else 8)
     channels = 3
+    if config.batch_size > info.num_examples:
+        raise UsageError(f"--batch-size must be at most the training split's "
+                         f"{info.num_examples} examples. Received: --batch-size "
+                         f"{config.batch_size} (--train-split {config.train_split})")
     one_hot = lambda x, y: (x, tf.one_hot(y, info.num_classes))  # noqa: E731
     train = data.make_dataset(
         train_ds, info.num_examples, config.batch_size, config.image_size, channels,
@@ -355,7 +435,8 @@ def datasets(config, initial_epoch=0):
     if not config.mix:
         train = train.map(one_hot)
     evaluation = data.make_dataset(
-        eval_ds, eval_info.num_examples, config.batch_size, config.image_size, channels,
+        eval_ds, eval_info.num_examples, min(config.batch_size, eval_info.num_examples),
+        config.image_size, channels,
         style=style, training=False,
     ).map(one_hot)
     return train, evaluation, info, eval_info, channels
@@ -388,15 +469,23 @@ def _train(config, initial_epoch, best, extra_callbacks):
 
     strategy = get_strategy(config.strategy)
     configure_determinism(config.seed)
-    train_ds, eval_ds, info, eval_info, channels = datasets(config, initial_epoch)
+    train_ds, eval_ds, info, eval_info, channels = datasets(config, initial_epoch or 0)
     steps = data.steps_per_epoch(info.num_examples, config.batch_size)
     out = config.out
-    if initial_epoch >= config.epochs:
+    if config.resume:
+        done = checkpoint_epochs(os.path.join(out, "last.keras"), steps)
+        if done != initial_epoch:
+            # state.json is one epoch behind last.keras (or missing): the checkpoint wins.
+            initial_epoch, best = done, max(filter(None, [best, history_best(out, done)]),
+                                            default=None)
+            train_ds, eval_ds, info, eval_info, channels = datasets(config, initial_epoch)
+    if initial_epoch >= config.epochs and os.path.exists(os.path.join(out, "metrics.json")):
         raise UsageError(f"The run in {out} has finished all {config.epochs} epochs already.")
+    # (All epochs done but no metrics.json: the run was stopped before its final
+    # evaluation; `fit` then trains nothing and the evaluation below finishes it.)
     if not config.resume:
-        with open(os.path.join(out, "config.json"), "w") as f:
-            json.dump(dataclasses.asdict(config) | {"num_classes": info.num_classes,
-                                                    "class_names": info.class_names}, f, indent=2)
+        write_json_atomic(os.path.join(out, "config.json"), dataclasses.asdict(config) | {
+            "num_classes": info.num_classes, "class_names": info.class_names})
     previous_policy = keras.config.dtype_policy()
     if config.mixed_precision != "none":
         keras.config.set_dtype_policy(config.mixed_precision)
@@ -440,7 +529,8 @@ def _train(config, initial_epoch, best, extra_callbacks):
         epoch, step = stopper.diverged_at
         raise UsageError(
             f"Training stopped: the loss became NaN or infinite at epoch {epoch + 1}, step "
-            f"{step + 1} (--lr {config.lr}). Lower --lr or check the data. The checkpoints in "
+            f"{step + 1} (--lr {config.lr}, --weight-decay {config.weight_decay}). Lower --lr "
+            f"(or --weight-decay) or check the data. The checkpoints in "
             f"{out} are those of the last epoch that finished."
         )
     results = model.evaluate(eval_ds, return_dict=True, verbose=0)
@@ -457,8 +547,7 @@ def _train(config, initial_epoch, best, extra_callbacks):
         "params": int(model.count_params()),
         "train_seconds": round(time.time() - start, 1),
     }
-    with open(os.path.join(out, "metrics.json"), "w") as f:
-        json.dump(metrics, f, indent=2)
+    write_json_atomic(os.path.join(out, "metrics.json"), metrics)
     return metrics
 
 
@@ -498,4 +587,4 @@ def main(argv=None):
             config = config_from_args(args)
         print_table(f"Final evaluation ({config.out})", train(config))
 
-    return run_cli(command)
+    return run_cli(command, out=lambda: args.out)

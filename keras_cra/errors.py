@@ -1,0 +1,28 @@
+"""The one base of every error whose message is written for users.
+
+Every command-line tool prints a `UserError` as one `error:` line with exit
+code 2 and no traceback (`keras_cra.cli.run`); anything else is a bug and
+keeps its traceback. Library functions name the argument in their messages;
+the commands name the flag. This module imports nothing of keras_cra, so
+every layer of the package can raise these.
+"""
+
+
+class UserError(ValueError):
+    """An input, file or setting that cannot be used; the message says what to do."""
+
+
+class UsageError(UserError):
+    """A bad flag, argument, path or run folder."""
+
+
+class DiskFullError(UserError, OSError):
+    """A write failed because the disk (or a quota) is full; nothing half-written was kept."""
+
+
+class UnsafeModelError(UserError):
+    """A model file would run code that a model never needs (file, process or network I/O)."""
+
+
+class ModelIntegrityError(UserError):
+    """A model file differs from what its export recorded (size or sha256)."""
