@@ -121,11 +121,16 @@ def _attention_name(layer_name, suffix):
 
 
 def add_attention(model, attention="cra", attention_kwargs=None, placement="residual",
-                  layers=None, near_identity=False):
-    """Returns `model` with a channel attention layer at every residual block.
+                  layers=None, near_identity=False, input_tensors=None):
+    """Returns a copy of `model` with a channel attention layer at every residual block.
 
-    Every existing layer object, and so every weight, is kept: pretrained
-    weights stay pretrained. Only the attention layers are new.
+    The new model is independent of `model`, as `keras.models.clone_model`
+    makes it: every layer is a new object (nested models too) holding a copy
+    of the original's weights, so pretrained weights stay pretrained while
+    training the new model leaves `model` untouched, and every
+    `get_layer(name).output` (and every pyramid output of a backbone) is a
+    tensor of the new graph. Layers shared inside `model` stay shared in the
+    copy. The attention layers are new.
 
     Args:
         model: a Keras functional or Sequential model (models nested in it,
@@ -144,9 +149,12 @@ def add_attention(model, attention="cra", attention_kwargs=None, placement="resi
             and bias 10, a gate of 0.99995), so that the new model computes
             almost the same function as `model` at step 0. ECA has no bias,
             so its gate cannot start near 1: an error.
+        input_tensors: optional Keras tensors to build the new model on (as
+            in `keras.models.clone_model`), with the structure of
+            `model.input`; default: new `Input`s.
 
     Returns:
-        A new `keras.Model` sharing `model`'s layers.
+        A new `keras.Model` with its own layers.
 
     Example:
 
@@ -200,7 +208,7 @@ def add_attention(model, attention="cra", attention_kwargs=None, placement="resi
             "`placement='after', layers=[...]` to choose the places. "
             f"Received: model={model.name!r}"
         )
-    created = []
+    created, copies = [], {}
 
     def attend(x, name):
         layer = get_attention(attention, name=name, **attention_kwargs)
@@ -208,7 +216,8 @@ def add_attention(model, attention="cra", attention_kwargs=None, placement="resi
         return layer(x)
 
     def call_function(layer, *args, **kwargs):
-        step = plan.get(id(layer))
+        original = copies[id(layer)][0] if id(layer) in copies else layer
+        step = plan.get(id(original))
         if step is None:
             return layer(*args, **kwargs)
         if step == "after":
@@ -221,30 +230,64 @@ def add_attention(model, attention="cra", attention_kwargs=None, placement="resi
         args[step] = attend(args[step], _attention_name(layer.name, suffix))
         return layer(*args, **kwargs)
 
-    new = _rebuild(model, call_function)
+    new = _copy(model, call_function, copies, input_tensors)
     if near_identity:
         for layer in created:
             _start_near_identity(layer)
     return new
 
 
-def _rebuild(model, call_function):
-    """`model` with the same layer objects, each call going through `call_function`."""
+def copy_model(model, input_tensors=None):
+    """An independent copy of a functional or Sequential `model`: new layers (nested
+    models too) with copies of its weights, built on `input_tensors` (default: new
+    `Input`s), as `add_attention` makes it, without attention."""
+    return _copy(model, None, {}, input_tensors)
+
+
+def _copy(model, call_function, copies, input_tensors):
+    new = _rebuild(model, call_function, copies, input_tensors)
+    for original, copy in copies.values():
+        if original.weights:
+            copy.set_weights(original.get_weights())
+    return new
+
+
+def _rebuild(model, call_function, copies, input_tensors=None):
+    """A copy of `model` made of new layers (recorded as `copies[id(new)] = (old, new)`;
+    a layer shared inside `model` is copied once), each call going through
+    `call_function`; weights are copied by the caller."""
+    by_original = {id(old): new for old, new in copies.values()}
+
+    def clone_function(layer):
+        if id(layer) in by_original:
+            return by_original[id(layer)]
+        if _graph_model(layer):
+            copy = _rebuild(layer, call_function, copies)
+        else:
+            copy = layer.__class__.from_config(layer.get_config())
+            copies[id(copy)] = (layer, copy)
+        by_original[id(layer)] = copy
+        return copy
+
     if isinstance(model, keras.Sequential):
-        inner = [_rebuild(l, call_function) if _graph_model(l) else l for l in model.layers]
+        inner = [clone_function(l) for l in model.layers]
         return keras.Sequential([keras.Input(model.input_shape[1:])] + inner,
                                 name=model.name)
 
     from keras_cra.applications.backbone import Backbone, as_backbone
 
-    def clone_function(layer):
-        return _rebuild(layer, call_function) if _graph_model(layer) else layer
-
     if isinstance(model, Backbone):  # rebuilt as a plain graph, then given its levels back
         plain = keras.Model(model.inputs, model.outputs, name=model.name)
-        return as_backbone(_rebuild(plain, call_function), model.pyramid_layers)
-    return keras.models.clone_model(model, clone_function=clone_function,
-                                    call_function=call_function)
+        return as_backbone(_rebuild(plain, call_function, copies, input_tensors),
+                           model.pyramid_layers)
+    if input_tensors is None:
+        return keras.models.clone_model(model, clone_function=clone_function,
+                                        call_function=call_function)
+    # On given tensors (maybe intermediate ones, as keras.applications' `input_tensor`):
+    # what clone_model runs, with the model made on the tensors' source inputs.
+    outputs = model._run_through_graph(input_tensors, operation_fn=clone_function,
+                                       call_fn=call_function)
+    return keras.Model(keras.utils.get_source_inputs(input_tensors), outputs, name=model.name)
 
 
 def _start_near_identity(layer):

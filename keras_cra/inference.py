@@ -277,3 +277,9 @@ def main(argv=None):
                   file=sys.stderr)
 
     return run(command)
+
+
+if __name__ == "__main__":
+    import sys
+
+    sys.exit(main())

@@ -36,8 +36,11 @@ def test_the_rule_is_the_papers(name):
     copy_weights_by_name(reference, new)
     x = images(32)
     np.testing.assert_allclose(new(x), reference(x), rtol=1e-6, atol=1e-6)
-    # The backbone's layer objects (and so its weights) are kept.
-    assert new.get_layer("conv1_conv") is plain.get_layer("conv1_conv")
+    # New layer objects holding the backbone's weights.
+    assert new.get_layer("conv1_conv") is not plain.get_layer("conv1_conv")
+    for a, b in zip(plain.get_layer("conv1_conv").get_weights(),
+                    keras_cra.add_attention(plain, "cra").get_layer("conv1_conv").get_weights()):
+        np.testing.assert_array_equal(a, b)
 
 
 @pytest.mark.parametrize("attention, cls", [("cra", ChannelReassessmentAttention),
@@ -69,7 +72,42 @@ def test_sequential_with_a_nested_backbone():
     x = images(64)
     a, b = model(x).numpy(), new(x).numpy()
     assert np.abs(a - b).max() <= 0.01 * np.abs(a).max()
-    assert new.layers[-1] is model.layers[-1]
+    assert new.layers[-1] is not model.layers[-1] and inner is not backbone
+    np.testing.assert_array_equal(new.layers[-1].kernel.numpy(), model.layers[-1].kernel.numpy())
+
+
+def test_the_new_model_is_independent_of_the_original():
+    """New layers with copied weights: fitting the new model leaves the original as it was,
+    and every layer's output (what feature extractors read) is a tensor of the new graph."""
+    original = keras.applications.ResNet50(weights=None, include_top=False,
+                                           input_shape=(64, 64, 3))
+    weights = [w.copy() for w in original.get_weights()]
+    new = keras_cra.add_attention(original, "cra")
+    assert not {id(l) for l in new.layers} & {id(l) for l in original.layers}
+    assert all(len(l._inbound_nodes) == 1 for l in original.layers + new.layers)
+    features = keras.Model(new.inputs, [new.get_layer("conv3_block4_out").output,
+                                        new.get_layer("conv4_block6_out").output])
+    x = images(64)
+    assert [f.shape for f in features(x)] == [(2, 8, 8, 512), (2, 4, 4, 1024)]
+    head = keras.layers.Dense(3)(keras.layers.GlobalAveragePooling2D()(new.output))
+    trainable = keras.Model(new.input, head)
+    trainable.compile("sgd", "sparse_categorical_crossentropy")
+    trainable.fit(x, np.array([0, 1]), epochs=1, verbose=0)
+    for before, after in zip(weights, original.get_weights()):
+        np.testing.assert_array_equal(before, after)
+    assert not np.array_equal(new.get_layer("conv1_conv").kernel.numpy(),
+                              original.get_layer("conv1_conv").kernel.numpy())
+
+
+def test_shared_layers_stay_shared():
+    inputs = keras.Input((16, 16, 8))
+    shared = keras.layers.Conv2D(8, 3, padding="same", name="shared")
+    x = keras.layers.Add(name="b1_add")([inputs, keras.layers.BatchNormalization()(shared(inputs))])
+    y = keras.layers.Add(name="b2_add")([x, keras.layers.BatchNormalization()(shared(x))])
+    new = keras_cra.add_attention(keras.Model(inputs, y), "cra")
+    copies = [l for l in new.layers if l.name == "shared"]
+    assert len(copies) == 1 and len(copies[0]._inbound_nodes) == 2
+    assert copies[0] is not shared
 
 
 def _plain_cnn():

@@ -1,5 +1,7 @@
 """Feature-extractor models that the Keras detection libraries accept as they are."""
 
+import copy
+
 import keras
 
 
@@ -61,6 +63,11 @@ class Backbone(keras.Model):
         self.pyramid_layers = dict(sorted(pyramid_layers.items(), key=lambda kv: int(kv[0][1:])))
 
     @property
+    def token_embedding(self):
+        """`None`: an image backbone has no token embedding (keras-hub's `Backbone` API)."""
+        return None
+
+    @property
     def pyramid_level_inputs(self):
         """`{"P{n}": layer name}` (the keras-cv convention)."""
         return dict(self.pyramid_layers)
@@ -74,6 +81,11 @@ class Backbone(keras.Model):
         config = super().get_config()
         config["pyramid_layers"] = dict(self.pyramid_layers)
         return config
+
+    @classmethod
+    def from_config(cls, config, custom_objects=None):
+        # Keras' functional deserialization pops keys: work on a copy, as keras-hub does.
+        return super().from_config(copy.deepcopy(config), custom_objects=custom_objects)
 
 
 def as_backbone(model, pyramid_layers):

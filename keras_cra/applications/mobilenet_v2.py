@@ -1,11 +1,13 @@
 """CRA-MobileNetV2: keras.applications' MobileNetV2 with CRA at every residual add."""
 
+import os
+
 import keras
 import numpy as np
 
 from keras_cra.applications import _utils, zoo
 from keras_cra.applications.backbone import as_backbone
-from keras_cra.attach import add_attention
+from keras_cra.attach import add_attention, copy_model
 from keras_cra.applications.imagenet import IMAGENET_MEAN, IMAGENET_STD
 from keras_cra.layers.registry import canonical_attention_name
 
@@ -78,31 +80,51 @@ def CRAMobileNetV2(
     if weights is not None and not pretrained and not str(weights).endswith(".weights.h5"):
         raise ValueError("`weights` must be None, 'imagenet' or the path to a .weights.h5 "
                          f"file. Received: weights={weights!r}")
+    if weights is not None and not pretrained and not os.path.isfile(weights):
+        raise ValueError("The `weights` argument should be either `None` (random "
+                         "initialization), 'imagenet', or the path to the weights file to be "
+                         f"loaded; the file does not exist. Received: weights={weights!r}")
     data_format = keras.config.image_data_format()
     channels_first = data_format == "channels_first"
     if input_tensor is None or not keras.backend.is_keras_tensor(input_tensor):
         input_shape = _utils.input_shape_of(input_shape, 224, 32, data_format,
                                             require_flatten=include_top, pretrained=pretrained)
     inputs = _utils.model_input(input_tensor, input_shape)
-    per_channel = (3, 1, 1) if channels_first else (3,)
-    # torch mode (x/255 - mean) / std  ->  MobileNetV2's x/127.5 - 1.
-    scale = (2 * np.array(IMAGENET_STD)).reshape(per_channel)
-    offset = (2 * np.array(IMAGENET_MEAN) - 1).reshape(per_channel)
-    x = keras.layers.Rescaling(scale.tolist(), offset.tolist(), name="torch_to_tf_inputs")(inputs)
+    # MobileNetV2 is built on an Input of its own, then copied with attention onto `inputs`:
+    # every layer of the result is called once, on the caller's graph.
+    private = keras.Input(batch_shape=inputs.shape, dtype=inputs.dtype)
+    channels = inputs.shape[1 if channels_first else -1]
+    x = torch_to_tf_inputs(channels, channels_first)(private)
     base = keras.applications.MobileNetV2(
         input_tensor=x, alpha=alpha, include_top=include_top,
         weights="imagenet" if pretrained else None, pooling=pooling, classes=classes,
         classifier_activation=classifier_activation,
     )
-    model = keras.Model(inputs, base.output,
-                        name=name or f"{suffix + '_' if suffix else ''}mobilenetv2_{alpha:g}")
+    name = name or f"{suffix + '_' if suffix else ''}mobilenetv2_{alpha:g}"
+    plain = keras.Model(private, base.output, name=name)
     if has_attention:
-        model = add_attention(model, attention, attention_kwargs, near_identity=pretrained)
+        model = add_attention(plain, attention, attention_kwargs, near_identity=pretrained,
+                              input_tensors=inputs)
+    else:
+        model = copy_model(plain, input_tensors=inputs)
     if not include_top:
         model = as_backbone(model, PYRAMID_LAYERS)
     if weights is not None and not pretrained:
         model.load_weights(weights)
     return model
+
+
+def torch_to_tf_inputs(channels, channels_first=False):
+    """The `Rescaling` from "torch" inputs (x/255, ImageNet mean and std) to MobileNetV2's
+    x/127.5 - 1, per channel for RGB; other channel counts use the channel-averaged
+    statistics, as `keras_cra.data.normalize` does for them."""
+    mean, std = np.array(IMAGENET_MEAN), np.array(IMAGENET_STD)
+    if channels != 3:
+        mean, std = np.full(channels or 1, mean.mean()), np.full(channels or 1, std.mean())
+    shape = (-1, 1, 1) if channels_first else (-1,)
+    return keras.layers.Rescaling((2 * std).reshape(shape).tolist(),
+                                  (2 * mean - 1).reshape(shape).tolist(),
+                                  name="torch_to_tf_inputs")
 
 
 zoo.register(zoo.ZooEntry(

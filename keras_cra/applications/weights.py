@@ -16,7 +16,12 @@ import warnings
 
 import keras
 
+from keras_cra.errors import UsageError
 from keras_cra.files import sha256_of
+
+
+class WeightsNotFoundError(UsageError, FileNotFoundError):
+    """Registered weights that are neither in the Keras cache nor downloadable."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -161,8 +166,11 @@ def validate_weights_argument(weights, model_name, include_top, classes, classif
             f"Received: weights={weights!r}"
         )
     if not os.path.exists(weights):
-        raise FileNotFoundError(
-            f"The weights file does not exist. Received: weights={str(weights)!r}"
+        # As keras.applications: a ValueError naming the path, before anything is built.
+        raise UsageError(
+            f"The `weights` argument should be either `None` (random initialization), a "
+            f"registered name, or the path to the weights file to be loaded; the file does "
+            f"not exist. Received: weights={str(weights)!r}"
         )
 
 
@@ -170,7 +178,7 @@ def resolve(model_name, name):
     """The local path of registered weights, downloading them if possible.
 
     Raises:
-        FileNotFoundError: with the steps to get the file, if it is not in the
+        WeightsNotFoundError: with the steps to get the file, if it is not in the
             Keras cache and has no public origin.
         ValueError: if the cached file's sha256 does not match the registry.
     """
@@ -195,7 +203,7 @@ def resolve(model_name, name):
             cache_dir=os.path.dirname(cache_dir()),
             cache_subdir="models",
         )
-    raise FileNotFoundError(
+    raise WeightsNotFoundError(
         f"`weights='{name}'` for {model_name} ({entry.description}) is not in the "
         f"Keras cache ({path}) and has no public download. To get it:\n"
         f"{entry.how_to_get}"

@@ -39,16 +39,19 @@ another module (`numpy.load`, `torch.load`), a NumPy array of object or
 structured dtype, `_codecs.encode` with another encoding, or a call of a stub.
 """
 
-from keras_cra.errors import UserError
 import _compat_pickle
 import collections
 import io
+import os
 import pickle
 import struct
 import sys
 import zipfile
+import zlib
 
 import numpy as np
+
+from keras_cra.errors import UserError
 
 STORAGE_DTYPES = {
     "DoubleStorage": np.float64,
@@ -347,26 +350,57 @@ def _unpickle(unpickler, path):
         raise CheckpointFormatError(f"Cannot unpickle {path}: {e}") from e
 
 
-def _load_zip(archive, path):
+def _read_entry(archive, name, path):
+    """One zip entry, after checking what the archive declares for it (no encryption, a
+    compression method zipfile reads); a bad CRC or a broken stream is one error."""
+    info = archive.getinfo(name)
+    if info.flag_bits & 0x1:
+        raise CheckpointFormatError(f"{path}: the entry {name} is encrypted; torch.save never "
+                                    "writes encrypted entries.")
+    if info.compress_type not in (zipfile.ZIP_STORED, zipfile.ZIP_DEFLATED):
+        raise CheckpointFormatError(f"{path}: the entry {name} uses compression method "
+                                    f"{info.compress_type}; torch.save stores entries "
+                                    "uncompressed.")
+    try:
+        return archive.read(info)
+    except (zipfile.BadZipFile, zlib.error, NotImplementedError, RuntimeError, EOFError) as e:
+        raise CheckpointFormatError(f"{path}: the entry {name} is corrupt "
+                                    f"({type(e).__name__}: {e}).") from e
+
+
+def _load_zip(archive, path, max_bytes):
     with archive:
-        pkls = [n for n in archive.namelist() if n.endswith("/data.pkl")]
+        names = archive.namelist()
+        pkls = [n for n in names if n.endswith("/data.pkl")]
         if len(pkls) != 1:
             raise CheckpointFormatError(f"{path} has no single data.pkl; not a torch checkpoint.")
         prefix = pkls[0][: -len("/data.pkl")]
-        byteorder = archive.read(f"{prefix}/byteorder").decode() if (
-            f"{prefix}/byteorder" in archive.namelist()) else "little"
+        declared = sum(i.file_size for i in archive.infolist())
+        if max_bytes is not None and declared > max_bytes:
+            raise CheckpointFormatError(
+                f"{path} declares {declared:,} bytes of contents, more than a checkpoint of "
+                f"this model can hold ({max_bytes:,}); nothing was inflated.")
+        byteorder = "little"
+        if f"{prefix}/byteorder" in names:
+            try:
+                byteorder = _read_entry(archive, f"{prefix}/byteorder", path).decode("ascii")
+            except UnicodeDecodeError as e:
+                raise CheckpointFormatError(f"{path}: its byteorder record is not text.") from e
         if byteorder != sys.byteorder:
-            raise CheckpointFormatError(f"{path} was written on a {byteorder}-endian machine.")
+            raise CheckpointFormatError(f"{path} was written on a {byteorder!r}-endian machine.")
 
         def load_storage(key, dtype, numel):
             name = f"{prefix}/data/{key}"
-            try:
-                raw = archive.read(name)
-            except KeyError as e:
-                raise CheckpointFormatError(f"Missing storage {name} in the archive.") from e
-            return np.frombuffer(raw, dtype=dtype)
+            if name not in names:
+                raise CheckpointFormatError(f"Missing storage {name} in the archive.")
+            nbytes = numel * np.dtype(dtype).itemsize
+            if archive.getinfo(name).file_size != nbytes:
+                raise CheckpointFormatError(
+                    f"{path}: storage {key} declares {numel:,} elements ({nbytes:,} bytes) "
+                    f"but its entry holds {archive.getinfo(name).file_size:,} bytes.")
+            return np.frombuffer(_read_entry(archive, name, path), dtype=dtype)
 
-        unpickler = SafeUnpickler(io.BytesIO(archive.read(pkls[0])), load_storage)
+        unpickler = SafeUnpickler(io.BytesIO(_read_entry(archive, pkls[0], path)), load_storage)
         return _unpickle(unpickler, path), unpickler.stubbed
 
 
@@ -413,12 +447,17 @@ def _load_legacy(f, path):
         raise CheckpointFormatError(f"{path}: the storage list does not match the object's "
                                     "storages; the file is corrupt.")
     storages = {}
+    size = os.fstat(f.fileno()).st_size
     for key in keys:
         dtype, numel = needed[key]
         count = f.read(8)
         if len(count) != 8 or struct.unpack("<q", count)[0] != numel:
             raise CheckpointFormatError(f"{path}: storage {key} is truncated or corrupt.")
         nbytes = numel * np.dtype(dtype).itemsize
+        if nbytes > size - f.tell():
+            raise CheckpointFormatError(
+                f"{path}: storage {key} declares {numel:,} elements ({nbytes:,} bytes), more "
+                f"than the {size - f.tell():,} bytes left in the file; it is corrupt.")
         raw = f.read(nbytes)
         if len(raw) != nbytes:
             raise CheckpointFormatError(f"{path} is truncated (storage {key}).")
@@ -429,8 +468,14 @@ def _load_legacy(f, path):
     return _unpickle(unpickler, path), unpickler.stubbed
 
 
-def load(path):
-    """Loads a `torch.save` checkpoint (zip or legacy); returns `(object, stubbed_names)`."""
+def load(path, max_bytes=None):
+    """Loads a `torch.save` checkpoint (zip or legacy); returns `(object, stubbed_names)`.
+
+    Args:
+        path: the file.
+        max_bytes: the most that the file may declare it holds (zip entries'
+            sizes), checked before anything is inflated; `None`: no bound.
+    """
     try:
         f = open(path, "rb")
     except OSError as e:
@@ -442,7 +487,7 @@ def load(path):
                 archive = zipfile.ZipFile(f)
             except zipfile.BadZipFile as e:
                 raise CheckpointFormatError(f"{path} is a corrupt zip archive: {e}") from e
-            return _load_zip(archive, path)
+            return _load_zip(archive, path, max_bytes)
         f.seek(0)
         if f.read(1) != b"\x80":
             raise CheckpointFormatError(

@@ -18,13 +18,13 @@ Every tensor of the checkpoint must be used exactly once and every Keras
 weight set exactly once; anything else is an error that names the keys.
 """
 
-from keras_cra.errors import UserError
 import collections
 import re
 
 import numpy as np
 
 from keras_cra.convert import safe_load
+from keras_cra.errors import UserError
 
 
 class ConversionError(UserError):
@@ -118,6 +118,10 @@ def extract_state_dict(obj):
         obj = obj["model"]
     if not isinstance(obj, dict) or not all(isinstance(v, np.ndarray) for v in obj.values()):
         raise ConversionError("The checkpoint holds no state_dict of tensors.")
+    bad = [k for k in obj if not isinstance(k, str)]
+    if bad:
+        raise ConversionError(f"The checkpoint's state_dict has keys that are not names: "
+                              f"{bad[:5]!r}; a state_dict maps parameter names to tensors.")
     out = collections.OrderedDict()
     for k, v in obj.items():
         out[re.sub(r"^module\.", "", k)] = v
@@ -169,6 +173,33 @@ def assign(model, state_dict, fmt, near_identity_gates=False, gate_bias=5.0):
         raise ConversionError("The checkpoint does not match the model:\n  - " + "\n  - ".join(problems))
 
 
+# The largest classifier head the converter builds (ImageNet-21k has 21,843 classes).
+MAX_CLASSES = 25_000
+
+
+def _head_classes(head, key):
+    """The class count of a classifier weight `(classes, features)`, checked before the
+    model is built."""
+    if head.ndim != 2 or head.shape[0] < 1 or head.shape[1] < 1:
+        raise ConversionError(f"`{key}` has shape {tuple(head.shape)}; a classifier weight is "
+                              "(classes, features) with both at least 1.")
+    if head.shape[0] > MAX_CLASSES:
+        raise ConversionError(f"`{key}` declares {head.shape[0]:,} classes; the converter builds "
+                              f"at most {MAX_CLASSES:,}.")
+    return int(head.shape[0])
+
+
+def _max_checkpoint_bytes(model_name):
+    """What a checkpoint of `model_name` can hold: its parameters with a head of up to
+    `MAX_CLASSES` classes, as float64 and as many optimizer buffers again, and 64 MiB of
+    other records (the authors' RecorderMeter)."""
+    from keras_cra.applications import zoo
+
+    model = zoo.get_model(model_name, weights=None, classes=1000)
+    params, features = model.count_params(), model.layers[-1].input.shape[-1]
+    return 2 * 8 * (params + MAX_CLASSES * (features + 1)) + (64 << 20)
+
+
 def from_torch_checkpoint(path, model_name="CRAResNet50", format="auto", attention="auto",
                           near_identity_gates=False, gate_bias=5.0, input_shape=None):
     """Builds a keras_cra model and loads a PyTorch checkpoint into it.
@@ -189,7 +220,7 @@ def from_torch_checkpoint(path, model_name="CRAResNet50", format="auto", attenti
     """
     from keras_cra.applications import zoo
 
-    obj, _ = safe_load.load(path)
+    obj, _ = safe_load.load(path, max_bytes=_max_checkpoint_bytes(model_name))
     state_dict = extract_state_dict(obj)
     fmt = detect_format(state_dict) if format == "auto" else format
     if fmt not in ("authors", "torchvision"):
@@ -198,8 +229,9 @@ def from_torch_checkpoint(path, model_name="CRAResNet50", format="auto", attenti
         )
     if attention == "auto":
         attention = "cra" if fmt == "authors" else None
-    head = state_dict.get("classifier.weight" if fmt == "authors" else "fc.weight")
-    classes = int(head.shape[0]) if head is not None else 1000
+    head_key = "classifier.weight" if fmt == "authors" else "fc.weight"
+    head = state_dict.get(head_key)
+    classes = _head_classes(head, head_key) if head is not None else 1000
     model = zoo.get_model(model_name, weights=None, classes=classes, attention=attention,
                              input_shape=input_shape)
     assign(model, state_dict, fmt, near_identity_gates, gate_bias)

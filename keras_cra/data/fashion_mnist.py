@@ -9,7 +9,6 @@ content (headers, sizes and sha256), then prepares the standard tfds dataset
 any network access.
 """
 
-from keras_cra.errors import UserError
 import gzip
 import hashlib
 import os
@@ -17,6 +16,8 @@ import os
 import numpy as np
 import tensorflow_datasets as tfds
 from tensorflow_datasets.image_classification import mnist as tfds_mnist
+
+from keras_cra.errors import UserError
 
 DEBIAN_DIR = "/usr/share/datasets/fashion-mnist"
 APT_PACKAGE = "dataset-fashion-mnist"

@@ -5,8 +5,8 @@ Every random choice (shuffle order, crops, flips) is a stateless function of
 whether a run goes straight through or is resumed at epoch `e`.
 """
 
-from keras_cra.errors import UserError
 import dataclasses
+import errno
 import os
 
 import tensorflow as tf
@@ -14,6 +14,7 @@ import tensorflow_datasets as tfds
 
 from keras_cra.applications.imagenet import IMAGENET_MEAN, IMAGENET_STD  # noqa: F401
 from keras_cra.data import fashion_mnist
+from keras_cra.errors import UserError
 
 AUTOTUNE = tf.data.AUTOTUNE
 DEFAULT_DATASET = "fashion_mnist"
@@ -83,8 +84,9 @@ def load(name, split, data_dir=None, manual_dir=None):
             raise DataError(
                 f"{root} is not an image folder laid out as <split>/<class>/<image>: {e}"
             ) from e
-        check_image_folder(root, split.split("[")[0])
         ds, num = _folder_split(builder, split)
+        for part in split.split("+"):
+            check_image_folder(root, part.split("[")[0].strip())
         _check_not_empty(name, split, num)
         label = builder.info.features["label"]
         return ds, DatasetInfo(name, label.num_classes, list(label.names), num, None)
@@ -137,8 +139,12 @@ OTHER_IMAGE_EXTENSIONS = (".bmp", ".gif", ".webp", ".tif", ".tiff", ".ppm", ".pg
 
 def _undecodable(path):
     """`None` if `path` decodes as one still image (as the pipeline decodes it), else why."""
-    if os.path.islink(path) and not os.path.exists(path):
-        return "a broken symbolic link"
+    try:
+        os.stat(path)
+    except OSError as e:
+        if e.errno == errno.ELOOP:
+            return "a symbolic link loop"
+        return "a broken symbolic link" if os.path.islink(path) else f"cannot be read: {e.strerror}"
     try:
         if os.path.getsize(path) == 0:
             return "empty file"

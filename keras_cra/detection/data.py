@@ -8,8 +8,9 @@ Images of other sizes are letterboxed: scaled so the longer side is `S`,
 padded at the bottom and right.
 """
 
-from keras_cra.errors import UserError
 import numpy as np
+
+from keras_cra.errors import UserError
 
 SCENES = "fashion_mnist_scenes"
 

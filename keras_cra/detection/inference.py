@@ -140,3 +140,9 @@ def main(argv=None):
         print(f"Wrote {out}")
 
     return run(command)
+
+
+if __name__ == "__main__":
+    import sys
+
+    sys.exit(main())

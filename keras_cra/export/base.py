@@ -9,8 +9,9 @@ To add a format: a module with an `ExportFormat` subclass, and one line in
 `FORMATS` of `keras_cra/export/formats.py`.
 """
 
-from keras_cra.errors import UserError
 import os
+
+from keras_cra.errors import UserError
 
 
 class ExportError(UserError):

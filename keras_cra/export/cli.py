@@ -60,3 +60,9 @@ def main(argv=None):
         print_report(report, os.path.abspath(out))
 
     return run(command)
+
+
+if __name__ == "__main__":
+    import sys
+
+    sys.exit(main())

@@ -1,8 +1,8 @@
 """TFLite (LiteRT) conversion with builtin ops only, and inference."""
 
-from keras_cra.errors import UserError
 import numpy as np
 
+from keras_cra.errors import UserError
 from keras_cra.export.base import ExportError, ExportFormat
 
 

@@ -98,6 +98,7 @@ class EfficientChannelAttention(ChannelGate):
             ops.expand_dims(pooled, -1),
             ops.cast(self.kernel, "float32"),
             padding="same",
+            data_format="channels_last",  # this (N, C, 1) layout, whatever the global format
         )
         return self.expand_to_input(ops.sigmoid(ops.squeeze(logits, -1)))
 

@@ -383,3 +383,9 @@ def main(argv=None):
     return run(command, resumable=True, interrupted=lambda: (
         f"interrupted; finished runs are kept in {args.out}: run the same command again to "
         "continue the grid (stopped runs are resumed)"))
+
+
+if __name__ == "__main__":
+    import sys
+
+    sys.exit(main())

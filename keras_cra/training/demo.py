@@ -99,3 +99,9 @@ def main(argv=None):
         print_table("keras_cra demo: CRAResNet20 on Fashion-MNIST", result["summary"])
 
     return run(command)
+
+
+if __name__ == "__main__":
+    import sys
+
+    sys.exit(main())

@@ -328,3 +328,9 @@ def main(argv=None):
         print_table(f"Detection ({config.out})", train_detector(config))
 
     return run_cli(command, out=lambda: args.out)
+
+
+if __name__ == "__main__":
+    import sys
+
+    sys.exit(main())

@@ -198,3 +198,9 @@ def main(argv=None):
         print_table(f"Evaluation of {a.model} on {a.dataset}:{a.split}", metrics)
 
     return run(command)
+
+
+if __name__ == "__main__":
+    import sys
+
+    sys.exit(main())

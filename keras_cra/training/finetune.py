@@ -119,3 +119,9 @@ def main(argv=None):
         print_table(f"Fine-tuning result ({config.out})", finetune(config))
 
     return run(command)
+
+
+if __name__ == "__main__":
+    import sys
+
+    sys.exit(main())

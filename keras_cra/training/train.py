@@ -10,7 +10,7 @@ import sys
 import time
 
 from keras_cra.cli import check_output_dir, load_keras_model, read_json
-from keras_cra.files import PARTIAL, write_json_atomic
+from keras_cra.files import PARTIAL, remove_stale_partials, write_json_atomic
 from keras_cra.layers.registry import attention_choices
 from keras_cra.training.common import (
     DEMO_MARKER,
@@ -74,10 +74,6 @@ class TrainConfig:
             )
         recipe = RECIPES[zoo.get(self.model).style]
         out = dataclasses.replace(self)
-        if not self.resume and self.milestones is not None and isinstance(self.epochs, int) and any(
-                isinstance(m, int) and m > self.epochs for m in self.milestones):
-            raise UsageError(f"--milestones must be within --epochs ({self.epochs}). "
-                             f"Received: --milestones {' '.join(map(str, self.milestones))}")
         for key in ("epochs", "batch_size", "lr", "momentum", "weight_decay", "image_size"):
             if getattr(out, key) is None:
                 setattr(out, key, recipe[key])
@@ -152,7 +148,14 @@ def config_from_args(args, config_class=None):
     values = {f.name: getattr(args, f.name) for f in dataclasses.fields(config_class)
               if hasattr(args, f.name)}
     values["verbose"] = progress_verbosity(values.get("verbose"))
-    return config_class(**values)
+    config = config_class(**values)
+    milestones = values.get("milestones")
+    if milestones:  # given as a flag: within the run's epochs (the recipe's, if not given)
+        epochs = config.resolved().epochs
+        if isinstance(epochs, int) and any(isinstance(m, int) and m > epochs for m in milestones):
+            raise UsageError(f"--milestones must be within --epochs ({epochs}). "
+                             f"Received: --milestones {' '.join(map(str, milestones))}")
+    return config
 
 
 def _finite(name, value, low=None, high=None, low_open=False, high_open=True):
@@ -278,6 +281,8 @@ def _prepare_out(config):
         `(first epoch to run, best val_accuracy so far or None)`.
     """
     out = config.out
+    for name in ("last.keras", "best.keras", "state.json", "metrics.json", "config.json"):
+        remove_stale_partials(os.path.join(out, name))  # left by a kill -9
     if config.resume:
         config_path = os.path.join(out, "config.json")
         if not os.path.exists(config_path):
@@ -478,6 +483,8 @@ def _train(config, initial_epoch, best, extra_callbacks):
             # state.json is one epoch behind last.keras (or missing): the checkpoint wins.
             initial_epoch, best = done, max(filter(None, [best, history_best(out, done)]),
                                             default=None)
+            write_json_atomic(os.path.join(out, "state.json"),
+                              {"epochs_done": done, "best": {"val_accuracy": best}})
             train_ds, eval_ds, info, eval_info, channels = datasets(config, initial_epoch)
     if initial_epoch >= config.epochs and os.path.exists(os.path.join(out, "metrics.json")):
         raise UsageError(f"The run in {out} has finished all {config.epochs} epochs already.")
@@ -499,7 +506,8 @@ def _train(config, initial_epoch, best, extra_callbacks):
                                       steps)
     finally:
         keras.config.set_dtype_policy(previous_policy)
-    prepare_for_multiworker(model, strategy, next(iter(train_ds)))
+    if initial_epoch < config.epochs:  # (else a stopped run is only evaluated)
+        prepare_for_multiworker(model, strategy, next(iter(train_ds)))
     if not is_chief():  # multi-worker: only the chief writes the run folder
         import tempfile
 
@@ -588,3 +596,9 @@ def main(argv=None):
         print_table(f"Final evaluation ({config.out})", train(config))
 
     return run_cli(command, out=lambda: args.out)
+
+
+if __name__ == "__main__":
+    import sys
+
+    sys.exit(main())

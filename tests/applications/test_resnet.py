@@ -222,7 +222,7 @@ def test_channels_first():
         (dict(weights="imagenet", include_top=False, input_shape=(64, 64, 1)), ValueError,
          r"must have 3 channels"),
         (dict(weights="nonexistent"), ValueError, r"Received: weights='nonexistent'"),
-        (dict(weights="/no/such/file.weights.h5"), FileNotFoundError, r"does not exist"),
+        (dict(weights="/no/such/file.weights.h5"), ValueError, r"does not exist"),
     ],
 )
 def test_bad_arguments(kwargs, error, match):

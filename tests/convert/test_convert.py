@@ -355,3 +355,132 @@ def test_numpy_arrays_nested_at_any_depth(tmp_path):
     np.testing.assert_array_equal(inner[0], np.arange(3))
     assert type(inner[1]["b"]) is np.ndarray and inner[1]["b"].dtype == np.float32
     assert obj["t"] == (4,)
+
+
+# ------------------------------------------------------------- damaged or hostile data
+
+def _rewrite_zip(src, dst, change):
+    """Copies a torch.save archive entry by entry; `change(info, data)` returns the
+    `(info, data)` to write (or `None` to drop the entry)."""
+    with zipfile.ZipFile(src) as z:
+        entries = [(i, z.read(i)) for i in z.infolist()]
+    with zipfile.ZipFile(dst, "w") as out:
+        for info, data in entries:
+            changed = change(info, data)
+            if changed is not None:
+                out.writestr(*changed)
+
+
+def _small_checkpoint(path):
+    torch.save({"w": torch.arange(64, dtype=torch.float32)}, path)
+    return path
+
+
+def test_damaged_zip_entries_are_one_error(tmp_path):
+    good = _small_checkpoint(tmp_path / "good.pth")
+    np.testing.assert_array_equal(safe_load.load(str(good))[0]["w"], np.arange(64, dtype="f4"))
+    cases = {
+        "byteorder": (lambda i, d: (i, b"\xff\xfe\xfd" if i.filename.endswith("byteorder")
+                                    else d), "byteorder record is not text"),
+        "bzip2": (lambda i, d: (_with(i, compress_type=zipfile.ZIP_BZIP2), d),
+                  "compression method 12"),
+        "storage_size": (lambda i, d: (i, d + b"\0" * 8) if "/data/" in i.filename
+                         else (i, d), "declares 64 elements"),
+    }
+    for name, (change, message) in cases.items():
+        path = tmp_path / f"{name}.pth"
+        _rewrite_zip(good, path, change)
+        with pytest.raises(CheckpointFormatError, match=message):
+            safe_load.load(str(path))
+    # One byte of data.pkl flipped in place (torch.save stores entries uncompressed): the
+    # entry no longer matches its CRC.
+    raw = bytearray(good.read_bytes())
+    with zipfile.ZipFile(good) as z:
+        pickled = z.read(next(n for n in z.namelist() if n.endswith("data.pkl")))
+    raw[raw.find(pickled) + len(pickled) - 2] ^= 0xFF
+    (tmp_path / "crc.pth").write_bytes(bytes(raw))
+    with pytest.raises(CheckpointFormatError, match="is corrupt .BadZipFile"):
+        safe_load.load(str(tmp_path / "crc.pth"))
+
+
+def _with(info, **changes):
+    copy = zipfile.ZipInfo(info.filename, info.date_time)
+    for key, value in changes.items():
+        setattr(copy, key, value)
+    return copy
+
+
+def test_encrypted_entry_is_refused(tmp_path):
+    good = _small_checkpoint(tmp_path / "good.pth")
+    path = tmp_path / "enc.pth"
+    _rewrite_zip(good, path, lambda i, d: (i, d))
+    raw = bytearray(path.read_bytes())
+    # Set the "encrypted" bit (general purpose flag bit 0) in every local and central header.
+    for signature, flag_at in ((b"PK\x03\x04", 6), (b"PK\x01\x02", 8)):
+        at = raw.find(signature)
+        while at >= 0:
+            raw[at + flag_at] |= 0x1
+            at = raw.find(signature, at + 4)
+    path.write_bytes(bytes(raw))
+    with pytest.raises(CheckpointFormatError, match="encrypted"):
+        safe_load.load(str(path))
+
+
+def test_a_zip_bomb_is_refused_before_it_is_inflated(tmp_path):
+    """A storage of 64 MiB of zeros deflated into a small file, read with the bound the
+    converter derives from the model: refused from the declared sizes alone."""
+    from keras_cra.convert import torch_weights
+
+    path = tmp_path / "bomb.pth"
+    _handmade_checkpoint(path, 4)
+    with zipfile.ZipFile(path, "a", compression=zipfile.ZIP_DEFLATED) as z:
+        with z.open("archive/data/1", "w") as entry:
+            for _ in range(64):
+                entry.write(bytes(1 << 20))
+    assert os.path.getsize(path) < 1 << 20
+    with pytest.raises(CheckpointFormatError, match="declares 67,1"):
+        safe_load.load(str(path), max_bytes=32 << 20)
+    bound = torch_weights._max_checkpoint_bytes("CRAResNet18")
+    assert 2 * 8 * 11_000_000 < bound < 2 << 30  # ResNet-18's size, far below a 2 GiB bomb
+
+
+def test_legacy_storage_larger_than_the_file_is_refused(tmp_path):
+    """The legacy layout (magic, protocol, sys info, object, keys, count + bytes) with a
+    storage that declares 10**12 elements: refused before any allocation."""
+
+    class Huge(_CheckpointPickler):
+        def persistent_id(self, obj):
+            if isinstance(obj, _StorageRef):
+                return ("storage", torch.FloatStorage, "0", "cpu", 10**12)
+            return None
+
+    buffer = io.BytesIO()
+    for value in (safe_load.LEGACY_MAGIC_NUMBER, safe_load.LEGACY_PROTOCOL_VERSION,
+                  {"protocol_version": 1001, "little_endian": sys.byteorder == "little",
+                   "type_sizes": {"short": 2, "int": 4, "long": 4}}):
+        pickle.dump(value, buffer, protocol=2)
+    Huge(buffer, protocol=2).dump({"t": _TensorOfSize(4)})
+    pickle.dump(["0"], buffer, protocol=2)
+    buffer.write((10**12).to_bytes(8, "little") + bytes(16))
+    (tmp_path / "legacy.pth").write_bytes(buffer.getvalue())
+    with pytest.raises(CheckpointFormatError, match="more than the 16 bytes left"):
+        safe_load.load(str(tmp_path / "legacy.pth"))
+
+
+@pytest.mark.parametrize("state, message", [
+    ({0: torch.zeros(2)}, "keys that are not names"),
+    ({"conv1.weight": torch.zeros(1), "layer1.0.conv1.weight": torch.zeros(1),
+      "fc.weight": torch.zeros(0, 2048)}, r"has shape \(0, 2048\)"),
+    ({"conv1.weight": torch.zeros(1), "layer1.0.conv1.weight": torch.zeros(1),
+      "fc.weight": torch.tensor(1.0)}, r"has shape \(\)"),
+    ({"conv1.weight": torch.zeros(1), "layer1.0.conv1.weight": torch.zeros(1),
+      "fc.weight": torch.zeros(30000, 1)}, "declares 30,000 classes"),
+])
+def test_malformed_state_dicts_are_one_error(tmp_path, capsys, state, message):
+    path = tmp_path / "m.pth"
+    torch.save(state, path)
+    with pytest.raises(ConversionError, match=message):
+        from_torch_checkpoint(str(path), "CRAResNet18")
+    out = str(tmp_path / "o.weights.h5")
+    one_error(convert_main, [str(path), "--model", "CRAResNet18", "--out", out], capsys)
+    assert not os.path.exists(out) and os.listdir(tmp_path) == ["m.pth"]

@@ -156,3 +156,91 @@ def test_mix_and_randaugment_options():
 def test_too_few_examples_for_a_batch():
     with pytest.raises(data.DataError, match="fewer than one batch"):
         data.steps_per_epoch(10, 32)
+
+
+def _photo_folder(root, classes=("cat", "dog"), n=3):
+    from PIL import Image
+
+    rng = np.random.default_rng(0)
+    for split in ("train", "test"):
+        for label in classes:
+            folder = root / split / label
+            folder.mkdir(parents=True)
+            for i in range(n):
+                Image.fromarray(rng.integers(0, 255, (20, 24, 3), dtype=np.uint8)).save(
+                    folder / f"{i}.png")
+    return root
+
+
+def test_image_folder_slices_as_tfds_does(tmp_path):
+    root = _photo_folder(tmp_path / "photos")
+    ds, info = data.load(f"folder:{root}", "test[:4]")
+    assert info.num_examples == 4 and len(list(ds)) == 4
+    whole = [y for _, y in tfds.folder_dataset.ImageFolder(str(root)).as_dataset(
+        split="test", as_supervised=True, shuffle_files=False)]
+    # tfds' own reading of the whole split, sliced: the same examples in the same order.
+    assert [int(y) for _, y in ds] == [int(y) for y in whole[:4]]
+    ds, info = data.load(f"folder:{root}", "train[50%:]+test[:1]")
+    assert info.num_examples == 4 and len(list(ds)) == 4
+    with pytest.raises(data.DataError, match="holds no examples"):
+        data.load(f"folder:{root}", "test[:0]")
+    with pytest.raises(data.DataError, match="Unknown split or slice"):
+        data.load(f"folder:{root}", "valid")
+
+
+@pytest.mark.parametrize("case, named", [
+    ("gif_as_jpg", "a GIF image under a .jpg/.png name"),
+    ("animated_png", "a GIF image under a .jpg/.png name"),
+    ("bmp_file", "of a type the folder reader does not take"),
+    ("webp_file", "of a type the folder reader does not take"),
+    ("symlink_loop", "a symbolic link loop"),
+    ("broken_link", "a broken symbolic link"),
+])
+def test_image_folder_names_every_file_it_cannot_use(tmp_path, case, named):
+    from PIL import Image
+
+    root = _photo_folder(tmp_path / "photos")
+    cat = root / "train" / "cat"
+    frames = [Image.new("RGB", (20, 24), c) for c in ("red", "blue")]
+    if case == "gif_as_jpg":
+        frames[0].save(cat / "x.jpg", format="GIF")
+    elif case == "animated_png":
+        frames[0].save(cat / "x.png", format="GIF", save_all=True, append_images=frames[1:])
+    elif case == "bmp_file":
+        frames[0].save(cat / "x.bmp")
+    elif case == "webp_file":
+        (cat / "x.webp").write_bytes(b"RIFF\x00\x00\x00\x00WEBPVP8 ")
+    elif case == "symlink_loop":
+        os.symlink(cat / "y.png", cat / "x.png")
+        os.symlink(cat / "x.png", cat / "y.png")
+    else:
+        os.symlink(tmp_path / "gone.png", cat / "x.png")
+    with pytest.raises(data.DataError, match=named) as info:
+        data.load(f"folder:{root}", "train")
+    assert "x." in str(info.value)
+
+
+def test_image_folder_with_one_class_is_refused(tmp_path):
+    root = _photo_folder(tmp_path / "photos", classes=("cat",))
+    with pytest.raises(data.DataError, match="at least two"):
+        data.load(f"folder:{root}", "train")
+
+
+def test_lazy_epochs_keep_the_data_order_of_per_epoch_shuffles():
+    """Epochs are built when reached; the order is tf.data's own shuffle with the Python-int
+    seed of each epoch, as before (seed 0 included: Dataset.shuffle cannot take a tensor
+    seed then)."""
+    x = np.arange(300, dtype=np.uint8).reshape(300, 1, 1, 1).repeat(8, 1).repeat(8, 2)
+    ds = tf.data.Dataset.from_tensor_slices((x, np.arange(300)))
+    for seed in (0, 5):
+        tf.random.set_seed(seed)
+        got = np.concatenate([y.numpy() for _, y in data.make_dataset(
+            ds, 300, 100, 8, training=True, seed=seed, epochs=3)])
+        want = np.concatenate([[int(y) for _, _, y in ds.enumerate().map(
+            lambda i, example: (i, *example)).shuffle(
+                300, seed=(seed * 100_003 + e) % (2**31 - 1), reshuffle_each_iteration=False)]
+            for e in range(3)])
+        np.testing.assert_array_equal(got, want)
+    # A long run's pipeline is one graph, not one per epoch: it starts at once.
+    first = next(iter(data.make_dataset(ds, 300, 100, 8, training=True, epochs=100_000)))
+    assert first[0].shape == (100, 8, 8, 3)

@@ -162,6 +162,29 @@ def test_refuses_to_overwrite_and_is_atomic(trained_cra20, tfds_dir, tmp_path):
                      overwrite=True, latency_repeats=1)
     assert (out / "labels.txt").read_text() == "old"
     assert sorted(os.listdir(tmp_path)) == ["e", "mine"]
+    # The disk fills while a TFLite file is written: one DiskFullError, the earlier export
+    # intact, nothing half-written left.
+    import errno
+
+    from keras_cra.errors import DiskFullError
+    from keras_cra.export.formats import FORMATS
+
+    def disk_full(model, path, context):
+        with open(path, "wb") as f:
+            f.write(b"half a model")
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    original = FORMATS["float32"].write
+    FORMATS["float32"].write = disk_full
+    try:
+        with pytest.raises(DiskFullError, match="disk is full"):
+            export_model(trained_cra20, out, dataset="fashion_mnist", data_dir=tfds_dir,
+                         verify_examples=16, variants=("float32",), overwrite=True,
+                         latency_repeats=1)
+    finally:
+        FORMATS["float32"].write = original
+    assert (out / "labels.txt").read_text() == "old"
+    assert sorted(os.listdir(tmp_path)) == ["e", "mine"]
 
 
 def test_clear_errors(tmp_path, trained_cra20):

@@ -129,6 +129,23 @@ def test_tiny_grid_runs_resumes_skips_and_refuses_another_recipe(tfds_dir, tmp_p
         image = imread(out / name)
         assert image.ndim == 3 and image.shape[0] > 100 and image.std() > 0
 
+    # A run killed after its last epoch, before its metrics.json (and a kill -9 leftover of
+    # a checkpoint write): evaluated on the next invocation, not refused, nothing retrained.
+    killed = out / "runs" / "none_seed1"
+    (killed / "metrics.json").unlink()
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
+                          capture_output=True, text=True).stdout.strip()
+    (killed / f".last.partial-{dead}.keras").write_text("half")
+    killed_mtime = os.path.getmtime(killed / "last.keras")
+    statuses.clear()
+    ablate_lib.ablate(tiny_config(tfds_dir), ["none", "cra"], [0, 1], str(out),
+                      on_run=lambda i, n, a, s, status: statuses.append(status))
+    assert statuses == ["done", "resume", "done", "done"]
+    assert json.loads((killed / "metrics.json").read_text())["top1"] == pytest.approx(
+        float(by["none", 1]["top1"]))
+    assert os.path.getmtime(killed / "last.keras") == killed_mtime
+    assert not [n for n in os.listdir(killed) if ".partial-" in n]
+
     # Everything done: nothing trains again.
     mtime = os.path.getmtime(out / "runs" / "none_seed0" / "last.keras")
     statuses.clear()

@@ -13,6 +13,7 @@ import pytest
 from keras_cra.training import evaluate as evaluate_lib
 from keras_cra.training import finetune as finetune_lib
 from keras_cra.training import train as train_lib
+from tests.helpers import one_error
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
@@ -90,7 +91,7 @@ def run_cli(main, argv, capsys):
         (["--dataset", "no_such_dataset_xyz"], "Unknown tfds dataset"),
         (["--train-split", "validation"], "Available splits"),
         (["--dataset", "folder:/no/such"], "Image folder not found"),
-        (["--epochs", "0"], "--epochs must be an integer >= 1"),
+        (["--epochs", "0"], "--epochs must be an integer between 1 and 100000"),
         (["--lr", "nan"], "--lr must be a finite number"),
         (["--lr", "inf"], "--lr must be a finite number"),
         (["--lr", "-0.1"], "--lr must be > 0"),
@@ -100,11 +101,11 @@ def run_cli(main, argv, capsys):
         (["--label-smoothing", "1"], "--label-smoothing must be < 1"),
         (["--warmup-epochs", "inf"], "--warmup-epochs must be a finite number"),
         (["--milestones", "5", "3"], "--milestones must be increasing"),
-        (["--seed", "-1"], "--seed must be an integer >= 0"),
+        (["--seed", "-1"], "--seed must be an integer between 0 and 2147483647"),
         (["--epochs", "2", "--warmup-epochs", "3"], "must be shorter than --epochs"),
         (["--resume"], "Cannot resume: " + "{out} holds no run"),
         (["--strategy", "multiworker"], "TF_CONFIG"),
-        (["--batch-size", "100000", "--train-split", "train[:10]"], "fewer than one batch"),
+        (["--batch-size", "1000", "--train-split", "train[:10]"], "at most the training split's 10 examples"),
     ],
 )
 def test_cli_errors_are_one_line(argv, message, tfds_dir, tmp_path, capsys, monkeypatch):
@@ -360,3 +361,57 @@ def test_train_step_is_traced_once_when_built_before_fit(prebuild):
     model.fit(x, y, batch_size=4, epochs=1, verbose=0)
     # If Keras stops tracing twice (prebuild=False), these helpers can go.
     assert len(traces) == (1 if prebuild else 2)
+
+
+def _iterations(path):
+    return int(keras.saving.load_model(path).optimizer.iterations.numpy())
+
+
+def test_every_run_folder_state_has_a_way_on(tfds_dir, tmp_path, capsys, monkeypatch):
+    """A full disk while epoch 2 is saved, then each state a kill or a full disk can leave:
+    the error is one line, the finished epoch is kept, and `--resume` goes on from it."""
+    import errno
+    import shutil
+
+    out = tmp_path / "full"
+    argv = ["--train-split", "train[:128]", "--eval-split", "test[:64]", "--epochs", "2",
+            "--batch-size", "64", "--data-dir", tfds_dir, "--out", str(out), "--verbose", "0"]
+    real_save, saves = keras.Model.save, []
+
+    def save_until_the_disk_fills(self, filepath, *args, **kwargs):
+        saves.append(filepath)
+        if len(saves) > 2:  # epoch 1 wrote last.keras and best.keras
+            with open(filepath, "wb") as f:
+                f.write(b"half a checkpoint")
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return real_save(self, filepath, *args, **kwargs)
+
+    monkeypatch.setattr(keras.Model, "save", save_until_the_disk_fills)
+    err = one_error(train_lib.main, argv, capsys)
+    monkeypatch.undo()
+    assert "disk is full" in err
+    assert not [n for n in os.listdir(out) if ".partial-" in n]  # nothing half-written kept
+    assert json.loads((out / "state.json").read_text())["epochs_done"] == 1
+    assert _iterations(out / "last.keras") == 2  # 128 images / 64: epoch 1's checkpoint
+    assert not (out / "metrics.json").exists()
+
+    # The state write of a finished epoch failed (no state.json): the checkpoint tells.
+    no_state = tmp_path / "no_state"
+    shutil.copytree(out, no_state)
+    (no_state / "state.json").unlink()
+    resume = argv[:-3] + [str(no_state), "--verbose", "0", "--resume"]
+    assert train_lib.main(resume) == 0
+    assert json.loads((no_state / "state.json").read_text())["epochs_done"] == 2
+    assert _iterations(no_state / "last.keras") == 4
+
+    # Killed after the last epoch, before metrics.json: --resume evaluates, trains nothing.
+    no_metrics = tmp_path / "no_metrics"
+    shutil.copytree(no_state, no_metrics)
+    (no_metrics / "metrics.json").unlink()
+    # ... and state.json one epoch behind the checkpoint (a kill between the two writes).
+    (no_metrics / "state.json").write_text(json.dumps({"epochs_done": 1, "best": {}}))
+    assert train_lib.main(argv[:-3] + [str(no_metrics), "--verbose", "0", "--resume"]) == 0
+    assert _iterations(no_metrics / "last.keras") == 4  # epoch 2 was not trained again
+    assert json.loads((no_metrics / "metrics.json").read_text())["epochs"] == 2
+    assert "finished all 2 epochs" in one_error(
+        train_lib.main, argv[:-3] + [str(no_metrics), "--verbose", "0", "--resume"], capsys)
