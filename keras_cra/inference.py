@@ -88,8 +88,20 @@ def load_classifier(path, labels=None, num_threads=None):
         num_threads: TFLite interpreter threads (default: all).
     """
     path = os.fspath(path)
+    from keras_cra.applications import weights as weights_lib
+
+    entry = weights_lib.packaged_entry(path) if not os.path.exists(path) else None
+    if entry is not None:  # weights that ship with the package, by name
+        from keras_cra.applications import zoo
+
+        model = zoo.get_model(entry.model_name, weights=entry.name)
+        names = _read_labels(labels, entry.classes) if labels else list(entry.class_names)
+        return Classifier(path, "keras", tuple(model.input_shape[1:]), names,
+                          lambda x: np.asarray(model.predict_on_batch(x), dtype="float64"))
     if not os.path.exists(path):
-        raise UsageError(f"--model does not exist. Received: --model {path}")
+        raise UsageError(f"--model does not exist (nor is it the name of weights that ship "
+                         f"with keras_cra: {weights_lib.packaged_names()}). "
+                         f"Received: --model {path}")
     if path.endswith(".tflite") and os.path.isfile(path):
         from keras_cra.export import safety, tflite
 
@@ -237,7 +249,8 @@ def build_parser():
                     "labels and the latency per image.")
     p.add_argument("images", help="an image file, or a folder of .jpg/.jpeg/.png images")
     p.add_argument("--model", required=True,
-                   help="a .tflite file, an exported SavedModel folder or a .keras file")
+                   help="a .tflite file, an exported SavedModel folder, a .keras file, or the "
+                        "name of weights that ship with keras_cra (fashion_mnist)")
     p.add_argument("--labels", default=None,
                    help="class names, one per line (default: labels.txt or config.json "
                         "beside the model)")

@@ -369,3 +369,19 @@ def test_sigterm_before_the_first_epoch_says_how_to_go_on(tfds_dir, tmp_path, ca
         train_lib.main, small_args(tfds_dir, out, "--resume"), capsys)
     assert train_lib.main(small_args(tfds_dir, out)) == 0
     assert json.loads((out / "state.json").read_text())["epochs_done"] == 1
+
+
+# ------------------------------------------------------------- the keras-cra command
+
+def test_keras_cra_command_dispatches_every_subcommand(capsys):
+    from keras_cra import commands
+
+    for name in commands.COMMANDS:
+        with pytest.raises(SystemExit) as exit_info:
+            commands.main([name, "--help"])
+        assert exit_info.value.code == 0
+        assert f"usage: keras-cra {name}" in capsys.readouterr().out, name
+    assert commands.main(["--help"]) == 0 and "train-detector" in capsys.readouterr().out
+    assert commands.main(["nope"]) == 2
+    assert "unknown command" in capsys.readouterr().err
+    assert commands.main([]) == 2

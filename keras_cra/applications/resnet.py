@@ -168,6 +168,8 @@ def ResNet(
             "`attention_kwargs` were given but `attention` is None. "
             f"Received: attention_kwargs={attention_kwargs!r}"
         )
+    classes, input_shape = weights_lib.defaults_for(weights, model_name, classes, input_shape,
+                                                    input_tensor)
     weights_lib.validate_weights_argument(
         weights, model_name, include_top, classes, classifier_activation, attention_name
     )
@@ -183,7 +185,11 @@ def ResNet(
         min_size=style["min_size"],
         data_format=keras.config.image_data_format(),
         require_flatten=include_top,
-        pretrained=weights_lib.is_pretrained_name(weights),
+        # ImageNet weights fix the input (224x224x3 with a top); weights registered with an
+        # input shape (small, fully convolutional nets) take any size.
+        pretrained=weights_lib.is_pretrained_name(weights) and (
+            weights_lib.WEIGHTS.get((model_name, weights)) is None
+            or weights_lib.WEIGHTS[(model_name, weights)].input_shape is None),
     )
     img_input = _utils.model_input(input_tensor, input_shape)
 
@@ -228,8 +234,9 @@ def ResNet(
     if weights is not None:
         weights_lib.load_weights(
             model, weights, model_name,
-            build_reference=lambda attention: ResNet(
-                model_name, include_top=True, attention=attention, classifier_activation=None),
+            build_reference=lambda attention, classes: ResNet(
+                model_name, include_top=True, attention=attention, classes=classes,
+                classifier_activation=None),
         )
     return model
 

@@ -34,14 +34,34 @@ class WeightsEntry:
     attention: str | None
     description: str
     how_to_get: str
+    classes: int = 1000
+    input_shape: tuple | None = None  # the builder's default input shape with these weights
+    class_names: tuple = ()
+    packaged: bool = False  # the file ships inside keras_cra (applications/data/)
+
+
+# Files shipped with the package (keras_cra/applications/data/).
+DATA_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "data")
+
+# The shipped file's sha256, and its top-1 on the 10,000 test images (tests check both).
+FASHION_MNIST_SHA256 = "64fddcb7f30c84acb7655b4900c99bc12afa6f1b18099394a5a38510368427f2"
+FASHION_MNIST_ACCURACY = "91.00%"
+
+FASHION_MNIST_CLASSES = ("T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal",
+                         "Shirt", "Sneaker", "Bag", "Ankle boot")
+FASHION_MNIST_RECIPE = (
+    "CRAResNet20 trained from scratch on the 60,000 Fashion-MNIST training images "
+    "(`keras-cra train --model CRAResNet20 --dataset fashion_mnist --epochs 5 "
+    "--batch-size 128 --lr 0.1 --schedule cosine --warmup-epochs 0.5 --seed 0`: SGD "
+    "momentum 0.9, weight decay 1e-4, pad-4 crop + flip); inputs 28x28 RGB (the gray "
+    "image in all three channels), `preprocess_input` (\"torch\" mode)")
 
 
 _AUTHORS_STEPS = (
     "1. Download the CRA authors' ImageNet checkpoint `best_model.pkl` (linked "
     "from runs/cra_imagenet/1/README.md in their repository).\n"
-    "2. Convert and install it into the Keras cache:\n"
-    "   pip install 'keras_cra[torch]'\n"
-    "   python -m keras_cra.convert best_model.pkl --model CRAResNet50 --install imagenet"
+    "2. Convert and install it into the Keras cache (no PyTorch needed):\n"
+    "   keras-cra convert best_model.pkl --model CRAResNet50 --install imagenet"
 )
 
 
@@ -50,9 +70,8 @@ def _torchvision_steps(model_name, tv_name):
         f"1. Download torchvision's ImageNet weights for `{tv_name}` (e.g. "
         f"`torchvision.models.{tv_name}(weights='DEFAULT').state_dict()` saved "
         "with torch.save, or the .pth file from the torchvision model zoo).\n"
-        "2. Convert and install them into the Keras cache:\n"
-        "   pip install 'keras_cra[torch]'\n"
-        f"   python -m keras_cra.convert {tv_name}.pth --format torchvision "
+        "2. Convert and install them into the Keras cache (no PyTorch needed):\n"
+        f"   keras-cra convert {tv_name}.pth --format torchvision "
         f"--model {model_name} --install torchvision"
     )
 
@@ -95,7 +114,45 @@ _ENTRIES = [
     for model_name, tv_name in TORCHVISION_NAMES.items()
 ]
 
+_ENTRIES.append(WeightsEntry(
+    name="fashion_mnist",
+    model_name="CRAResNet20",
+    file_name="cra_resnet20_fashion_mnist.weights.h5",
+    origin=None,
+    sha256=FASHION_MNIST_SHA256,
+    attention="cra",
+    description=f"{FASHION_MNIST_RECIPE}; {FASHION_MNIST_ACCURACY} top-1 on the 10,000 test images.",
+    how_to_get="It ships with keras_cra; reinstall the package if it is missing.",
+    classes=10,
+    input_shape=(28, 28, 3),
+    class_names=FASHION_MNIST_CLASSES,
+    packaged=True,
+))
+
 WEIGHTS = {(e.model_name, e.name): e for e in _ENTRIES}
+
+
+def packaged_entry(name):
+    """The registry entry of weights named `name` that ship with the package, or `None`."""
+    found = [e for e in WEIGHTS.values() if e.name == name and e.packaged]
+    return found[0] if len(found) == 1 else None
+
+
+def packaged_names():
+    return sorted(e.name for e in WEIGHTS.values() if e.packaged)
+
+
+def defaults_for(weights, model_name, classes, input_shape, input_tensor):
+    """`(classes, input_shape)` with registered weights' own where the caller left the
+    keras.applications defaults (`classes=1000`, no input shape)."""
+    entry = WEIGHTS.get((model_name, weights)) if is_pretrained_name(weights) else None
+    if entry is None:
+        return classes, input_shape
+    if classes == 1000:
+        classes = entry.classes
+    if input_shape is None and input_tensor is None and entry.input_shape is not None:
+        input_shape = entry.input_shape
+    return classes, input_shape
 
 
 def register(entry):
@@ -152,10 +209,10 @@ def validate_weights_argument(weights, model_name, include_top, classes, classif
                 f"attention; build the model with attention={entry.attention!r}. "
                 f"Received: attention={attention!r}"
             )
-        if include_top and classes != 1000:
+        if include_top and classes != entry.classes:
             raise ValueError(
                 f"If using `weights='{weights}'` with `include_top=True`, "
-                f"`classes` should be 1000. Received: classes={classes}"
+                f"`classes` should be {entry.classes}. Received: classes={classes}"
             )
         return
     if not _is_path(weights):
@@ -183,7 +240,7 @@ def resolve(model_name, name):
         ValueError: if the cached file's sha256 does not match the registry.
     """
     entry = WEIGHTS[(model_name, name)]
-    path = os.path.join(cache_dir(), entry.file_name)
+    path = os.path.join(DATA_DIR if entry.packaged else cache_dir(), entry.file_name)
     if os.path.exists(path):
         if entry.sha256 and sha256_of(path) != entry.sha256:
             raise ValueError(
@@ -260,16 +317,17 @@ def load_weights(model, weights, model_name, build_reference):
         model: the model built by a zoo builder.
         weights: a registered name or a `.weights.h5` / `.keras` path.
         model_name: its zoo name (the registry key).
-        build_reference: `attention -> model`, the same architecture with a
-            top and the given attention, into which registered weights files
-            load exactly (their layers are then copied by name).
+        build_reference: `(attention, classes) -> model`, the same
+            architecture with a top of `classes` and the given attention, into
+            which registered weights files load exactly (their layers are then
+            copied by name).
     """
     from keras_cra.layers.registry import ATTENTIONS
 
     if is_pretrained_name(weights):
         entry = WEIGHTS[(model_name, weights)]
         path = resolve(model_name, weights)
-        source = build_reference(entry.attention)
+        source = build_reference(entry.attention, entry.classes)
         _load_file_into(source, path)
         copy_weights_by_name(source, model, allow_missing=tuple(ATTENTIONS.values()))
         return

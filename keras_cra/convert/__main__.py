@@ -10,7 +10,6 @@ TMP_PREFIX = "keras_cra_convert-"
 
 def main(argv=None):
     p = argparse.ArgumentParser(
-        prog="python -m keras_cra.convert",
         description="Convert a PyTorch checkpoint (the CRA authors' best_model.pkl or a "
                     "torchvision ResNet state_dict) to Keras weights. The file is read "
                     "without executing any code from it.",

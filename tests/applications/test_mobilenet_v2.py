@@ -44,6 +44,7 @@ def test_arguments():
         A.CRAMobileNetV2(attention=None, attention_kwargs={"pool_size": 3})
 
 
+@pytest.mark.large
 def test_trains_with_the_training_cli(tfds_dir, tmp_path):
     from keras_cra.training import train as train_lib
 

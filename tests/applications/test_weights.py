@@ -1,5 +1,6 @@
 import hashlib
 import json
+import os
 import shutil
 
 import numpy as np
@@ -70,7 +71,7 @@ def test_registered_weights_missing_says_what_to_do(keras_home):
     with pytest.raises(FileNotFoundError) as info:
         A.CRAResNet50(weights="imagenet")
     message = str(info.value)
-    assert "best_model.pkl" in message and "python -m keras_cra.convert" in message
+    assert "best_model.pkl" in message and "keras-cra convert" in message
     assert str(keras_home / "models" / "cra_resnet50_imagenet.weights.h5") in message
 
 
@@ -149,3 +150,56 @@ def test_decode_predictions_with_local_class_index(tmp_path):
     assert decoded[1][0][:2] == ("n00000999", "class_999")
     with pytest.raises(ValueError, match=r"Received: preds.shape=\(2, 10\)"):
         A.decode_predictions(np.zeros((2, 10)), class_index_path=str(path))
+
+
+# ------------------------------------------------------------- what ships with the package
+
+def test_shipped_class_index_is_keras_layout_with_tfds_ids():
+    """Offline `decode_predictions`: the WordNet ids are tfds' own imagenet2012 labels.txt,
+    in class order; the names are Keras' (first lemma, underscores)."""
+    import tensorflow_datasets as tfds
+
+    from keras_cra.applications import decode_predictions, imagenet
+
+    index = imagenet.load_class_index()
+    wnids = tfds.builder_cls("imagenet2012").code_path.parent.joinpath("labels.txt").read_text()
+    assert [index[i][0] for i in range(1000)] == wnids.split()
+    assert index[386] == ("n02504458", "African_elephant") and index[0][1] == "tench"
+    preds = np.zeros((1, 1000), "float32")
+    preds[0, [386, 101, 385]] = [0.7, 0.2, 0.1]
+    assert [p[1] for p in decode_predictions(preds, top=3)[0]] == [
+        "African_elephant", "tusker", "Indian_elephant"]
+
+
+def test_shipped_fashion_mnist_weights_offline(tfds_dir, tmp_path, monkeypatch):
+    """In a process with an empty Keras cache: the documented inputs reach the stated
+    accuracy on the 10,000 real Fashion-MNIST test images."""
+    import tensorflow_datasets as tfds
+
+    from keras_cra.applications import CRAResNet20, preprocess_input
+    from keras_cra.applications import weights as weights_lib
+    from keras_cra.files import sha256_of
+
+    monkeypatch.setenv("KERAS_HOME", str(tmp_path / "empty"))
+    entry = weights_lib.WEIGHTS[("CRAResNet20", "fashion_mnist")]
+    path = os.path.join(weights_lib.DATA_DIR, entry.file_name)
+    assert sha256_of(path) == entry.sha256
+    model = CRAResNet20(weights="fashion_mnist")
+    assert model.input_shape == (None, 28, 28, 3) and model.output_shape == (None, 10)
+    test = tfds.as_numpy(tfds.builder("fashion_mnist", data_dir=tfds_dir).as_dataset(
+        split="test", batch_size=-1, as_supervised=True))
+    images, labels = test
+    x = preprocess_input(np.repeat(images, 3, axis=-1).astype("float32"))
+    top1 = float(np.mean(model.predict(x, batch_size=500, verbose=0).argmax(-1) == labels))
+    assert top1 >= 0.89
+    assert f"{top1:.2%}" == weights_lib.FASHION_MNIST_ACCURACY
+    assert not os.path.exists(tmp_path / "empty" / "models")  # nothing fetched or cached
+
+
+def test_fashion_mnist_class_names_are_tfds_order(tfds_dir):
+    import tensorflow_datasets as tfds
+
+    from keras_cra.applications import weights as weights_lib
+
+    names = tfds.builder("fashion_mnist", data_dir=tfds_dir).info.features["label"].names
+    assert list(weights_lib.FASHION_MNIST_CLASSES) == names  # tfds' own class names, in order

@@ -121,6 +121,7 @@ def test_datasets_without_boxes_or_with_broken_objects(tfds_dir):
             next(iter(ds))
 
 
+@pytest.mark.large
 def test_quick_run_stopped_resumed_and_exported(tmp_path, capsys, monkeypatch):
     """A --quick run of 2 epochs stopped after epoch 1 resumes at epoch 2 with the weights
     and optimizer state of last.keras (keras-hub's detector is rebuilt and compiled, then

@@ -13,8 +13,9 @@ from keras_cra.export import exporter
 from keras_cra.export import verify as verify_lib
 from tests.helpers import one_error, own_stderr_lines
 
-# Tests sharing the trained model run on one xdist worker (make test: --dist loadgroup).
-pytestmark = pytest.mark.xdist_group("trained_cra20")
+# Tests sharing the trained model run on one xdist worker (--dist loadgroup), in the large
+# lane (make test-large): one training and a full export of every variant.
+pytestmark = [pytest.mark.xdist_group("trained_cra20"), pytest.mark.large]
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 VARIANTS = exporter.TFLITE_VARIANTS

@@ -75,6 +75,7 @@ class Interrupted(Exception):
     pass
 
 
+@pytest.mark.large
 @pytest.mark.xdist_group("ablation_grid")
 def test_tiny_grid_runs_resumes_skips_and_refuses_another_recipe(tfds_dir, tmp_path, monkeypatch):
     out = tmp_path / "grid"

@@ -55,6 +55,7 @@ class StopAfterFirstEpoch(keras.callbacks.Callback):
         self.model.stop_training = True
 
 
+@pytest.mark.large
 def test_resume_gives_the_same_weights(tfds_dir, tmp_path):
     kw = dict(train_split="train[:256]", epochs=2, schedule="cosine", warmup_epochs=0.5)
     train_lib.train(small_config(tfds_dir, tmp_path / "straight", **kw))
@@ -283,6 +284,7 @@ def test_mirrored_and_multiworker_match_single_device(tmp_path):
         _assert_same_training(reference, result)
 
 
+@pytest.mark.large
 def test_main_job_smoke(tfds_dir, tmp_path, capsys):
     """`make demo` (training/demo.py) end to end with a tiny setting."""
     from keras_cra.training import demo as demo_lib
@@ -367,6 +369,7 @@ def _iterations(path):
     return int(keras.saving.load_model(path).optimizer.iterations.numpy())
 
 
+@pytest.mark.large
 def test_every_run_folder_state_has_a_way_on(tfds_dir, tmp_path, capsys, monkeypatch):
     """A full disk while epoch 2 is saved, then each state a kill or a full disk can leave:
     the error is one line, the finished epoch is kept, and `--resume` goes on from it."""
