@@ -127,6 +127,7 @@ def test_placement_after_named_layers():
         .operation.name == "conv_a_cra"
 
 
+@pytest.mark.large
 def test_round_trip_fit_and_tflite(tmp_path):
     from keras_cra.export import tflite
 

@@ -135,6 +135,7 @@ def test_second_training_on_the_same_folder_is_refused(tfds_dir, tmp_path, capsy
     assert os.listdir(out) == [".lock"]
 
 
+@pytest.mark.large
 def test_nan_loss_stops_the_run_and_the_folder_can_be_rerun(tfds_dir, tmp_path, capsys):
     out = tmp_path / "run"
     err = one_error(train_lib.main, small_args(tfds_dir, out, "--lr", "1e30"), capsys)
@@ -290,6 +291,7 @@ def test_detect_app_never_writes_over_the_image(tmp_path, capsys):
     (["--batch-size", "1000"], "at most the training split's 128 examples"),
     (["--batch-size", str(10**30)], "--batch-size must be an integer between 1 and 65536"),
     (["--image-size", "100000"], "--image-size must be an integer between 1 and 1024"),
+    (["--image-size", "1000", "--batch-size", "128"], "needs about 143 GiB for the activations"),
     (["--epochs", "2", "--milestones", "1", str(10**30)], "--milestones must be within"),
     (["--weight-decay", "1e308"], "--weight-decay must be < 1"),
     (["--train-split", "train[:0]"], "holds no examples"),

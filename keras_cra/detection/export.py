@@ -127,14 +127,9 @@ def export_detector(model, out, image_size, class_names, verify_images=None,
 
 def is_detector_export(path):
     """Whether `path` holds an earlier detector export and nothing else."""
-    try:
-        names = set(os.listdir(path))
-        with open(os.path.join(path, "metadata.json")) as f:
-            metadata = json.load(f)
-    except (OSError, ValueError):
-        return False
-    return (isinstance(metadata, dict) and "tflite_outputs" in metadata
-            and names <= {SAVED_MODEL, TFLITE, "metadata.json"})
+    from keras_cra.export.exporter import is_export_folder
+
+    return is_export_folder(path, {SAVED_MODEL, TFLITE, "metadata.json"}, ("tflite_outputs",))
 
 
 def _write_saved_model(model, saved, image_size):

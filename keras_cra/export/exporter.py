@@ -34,12 +34,12 @@ EXPORT_FILES = {f.artifact for f in FORMATS.values()} | {
     "labels.txt", "metadata.json", "verification.json"}
 
 
-def is_export_folder(path):
+def is_export_folder(path, files=EXPORT_FILES, keys=("preprocessing", "sha256")):
     """Whether `path` holds an earlier export and nothing else.
 
     An export is recognised by its `metadata.json` (written by every export,
-    with the preprocessing and the artifacts' sha256) and by holding only
-    the files an export writes.
+    with `keys`: for a classifier the preprocessing and the artifacts' sha256)
+    and by holding only the `files` an export writes.
     """
     import json
 
@@ -49,8 +49,7 @@ def is_export_folder(path):
             metadata = json.load(f)
     except (OSError, ValueError):
         return False
-    return (isinstance(metadata, dict) and {"preprocessing", "sha256"} <= set(metadata)
-            and names <= EXPORT_FILES)
+    return isinstance(metadata, dict) and set(keys) <= set(metadata) and names <= set(files)
 
 
 def check_out_dir(out_dir, overwrite):

@@ -178,6 +178,25 @@ MAX_BATCH_SIZE = 65_536
 MAX_IMAGE_SIZE = 1024       # a 1024x1024 batch of 8 already needs several GB for ResNet-50
 
 
+# A ResNet's activations (kept for the backward pass) take about this many times the bytes
+# of its float32 input batch; a batch whose estimate exceeds the machine's memory is refused.
+ACTIVATION_FACTOR = 100
+
+
+def check_memory(batch_size, image_size, channels=3):
+    """Refuses `--batch-size` x `--image-size` that cannot fit in this machine's memory."""
+    need = batch_size * image_size * image_size * channels * 4 * ACTIVATION_FACTOR
+    try:
+        have = os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (ValueError, OSError, AttributeError):
+        return
+    if need > have:
+        raise UsageError(
+            f"--batch-size {batch_size} at --image-size {image_size} needs about "
+            f"{need / 2**30:.0f} GiB for the activations, more than this machine's "
+            f"{have / 2**30:.0f} GiB; lower either.")
+
+
 def check_int(flag, value, low=1, high=None):
     """An integer flag in `[low, high]`; the error names the flag and the bound."""
     if isinstance(value, bool) or not isinstance(value, int) or value < low or (
@@ -427,6 +446,7 @@ def datasets(config, initial_epoch=0):
             )
         config.image_size = max(info.image_shape[0], 32 if style == "imagenet" else 8)
     channels = 3
+    check_memory(config.batch_size, config.image_size, channels)
     if config.batch_size > info.num_examples:
         raise UsageError(f"--batch-size must be at most the training split's "
                          f"{info.num_examples} examples. Received: --batch-size "

@@ -54,6 +54,7 @@ def test_bad_pyramid_layers():
         Backbone(inputs, outputs)
 
 
+@pytest.mark.large
 def test_keras_hub_retinanet(tmp_path):
     keras_hub = pytest.importorskip("keras_hub")
     image_encoder = CRAResNet18(include_top=False, input_shape=(64, 64, 3))
@@ -79,6 +80,7 @@ def test_keras_hub_retinanet(tmp_path):
     assert any("cra" in layer.name for layer in encoder.layers)
 
 
+@pytest.mark.large
 @pytest.mark.parametrize("kind", ["retinanet", "yolov8"])
 def test_keras_cv_detectors(kind):
     keras_cv = pytest.importorskip("keras_cv")

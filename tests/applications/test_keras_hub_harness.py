@@ -53,7 +53,8 @@ def _as_backbone_class(build, name):
 
 
 @pytest.mark.parametrize("kind", [pytest.param(k, marks=pytest.mark.large)
-                                  if k == "zoo_bottleneck" else k for k in sorted(BACKBONES)])
+                                  if k in ("zoo_bottleneck", "mobilenet_v2") else k
+                                  for k in sorted(BACKBONES)])
 def test_keras_hub_vision_backbone_harness(kind):
     build = BACKBONES[kind]
     model = build(input_shape=(SIZE, SIZE, 3))
@@ -76,6 +77,7 @@ def test_keras_hub_vision_backbone_harness(kind):
     )
 
 
+@pytest.mark.large
 @pytest.mark.parametrize("library", ["keras_hub", pytest.param("keras_cv",
                                                                   marks=pytest.mark.large)])
 @pytest.mark.parametrize("kind", ["mobilenet_v2", "add_attention"])

@@ -299,6 +299,7 @@ _SEEDED_BUILD = (
 )
 
 
+@pytest.mark.large
 def test_seeded_build_is_identical_across_processes():
     import subprocess
     import sys

@@ -37,6 +37,7 @@ def torch_logits(model, x):
         return model(torch.from_numpy(x.transpose(0, 3, 1, 2))).numpy()
 
 
+@pytest.mark.large
 def test_authors_cra_resnet50(tmp_path):
     """The authors' checkpoint in the zip format (DataParallel prefix, recorder, optimizer)."""
     model = ref.randomize(ref.AuthorsResNet())
@@ -52,6 +53,7 @@ def test_authors_cra_resnet50(tmp_path):
     np.testing.assert_allclose(keras_logits, torch_logits(model, x), atol=1e-4, rtol=0)
 
 
+@pytest.mark.large
 def test_authors_layout_resnext50(tmp_path):
     model = ref.randomize(ref.AuthorsResNet(groups=32, width_per_group=4, classes=10), seed=1)
     path = tmp_path / "rx.pth"
@@ -301,6 +303,7 @@ def test_not_a_checkpoint(tmp_path):
         safe_load.load(str(tmp_path / "y.pth"))
 
 
+@pytest.mark.large
 def test_cli_installs_into_registry_and_imagenet_weights_load(tmp_path, monkeypatch, capsys):
     # The authors' file as an October 2020 PyTorch wrote it: the legacy format.
     model = ref.randomize(ref.AuthorsResNet(), seed=4)

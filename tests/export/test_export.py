@@ -283,3 +283,35 @@ def test_classify_app_with_every_kind_of_model(trained_cra20, full_export, tfds_
         assert inference.main(argv) == 2
         err = [l for l in capsys.readouterr().err.splitlines() if l.strip()]
         assert len(err) == 1 and message in err[0], err
+
+
+def test_folder_dataset_trains_exports_and_classifies_with_its_class_names(tmp_path, capsys):
+    """A model trained on an image folder exports (verification and calibration slices of
+    the folder) with the folder's class names in labels.txt, and classify prints them."""
+    from PIL import Image
+
+    from keras_cra import inference
+    from keras_cra.training import train as train_lib
+
+    rng = np.random.default_rng(0)
+    root = tmp_path / "photos"
+    for split, n in (("train", 24), ("test", 12)):
+        for label, value in (("cat", 40), ("dog", 200)):  # two easily told apart classes
+            folder = root / split / label
+            folder.mkdir(parents=True)
+            for i in range(n):
+                pixels = np.clip(rng.normal(value, 20, (32, 32, 3)), 0, 255).astype(np.uint8)
+                Image.fromarray(pixels).save(folder / f"{i}.png")
+    run = tmp_path / "run"
+    train_lib.train(train_lib.TrainConfig(
+        model="CRAResNet20", dataset=f"folder:{root}", train_split="train",
+        eval_split="test", epochs=2, batch_size=16, image_size=32, out=str(run), verbose=0))
+    out = tmp_path / "export"
+    export_model(str(run / "last.keras"), out, dataset=f"folder:{root}", split="test",
+                 verify_examples=8, calibration_batches=1, variants=("float32",),
+                 latency_repeats=1, max_int8_drop=None)
+    assert (out / "labels.txt").read_text().split() == ["cat", "dog"]
+    assert inference.main([str(root / "test" / "dog" / "0.png"), "--model",
+                           str(out / "model_float32.tflite")]) == 0
+    printed = capsys.readouterr().out
+    assert "cat" in printed and "dog" in printed and "class_" not in printed

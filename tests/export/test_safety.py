@@ -71,6 +71,7 @@ def test_hostile_saved_model_is_refused_before_anything_runs(tmp_path, capsys, a
     assert not marker.exists()
 
 
+@pytest.mark.large
 def test_our_own_exports_pass_the_check(tmp_path):
     """What our exporters write (classifier SavedModels of CRA, SE, ECA; MobileNetV2's gather
     path) holds only allowed ops; the checkpoint ops stay in the saver's functions."""

@@ -26,6 +26,7 @@ def small_config(tfds_dir, out, **kw):
     return train_lib.TrainConfig(**base)
 
 
+@pytest.mark.large
 def test_short_real_run(tfds_dir, tmp_path):
     metrics = train_lib.train(small_config(tfds_dir, tmp_path / "run", epochs=3))
     out = tmp_path / "run"
@@ -185,6 +186,7 @@ def test_truncated_checkpoint_on_resume(tfds_dir, tmp_path, capsys):
     assert code == 2 and len(err) == 1 and "is not a readable .keras model" in err[0], err
 
 
+@pytest.mark.large
 def test_finetune_and_evaluate(tfds_dir, tmp_path, capsys):
     source = tmp_path / "source.keras"
     keras.applications  # noqa: B018
@@ -257,6 +259,7 @@ def _free_ports(n):
     return ports
 
 
+@pytest.mark.large
 def test_mirrored_and_multiworker_match_single_device(tmp_path):
     single = _run_check([], out=str(tmp_path / "single.json"))
     mirrored = _run_check(["--strategy", "mirrored", "--cpu-devices", "2"],
