@@ -283,8 +283,11 @@ def _rebuild(model, call_function, copies, input_tensors=None):
     if input_tensors is None:
         return keras.models.clone_model(model, clone_function=clone_function,
                                         call_function=call_function)
-    # On given tensors (maybe intermediate ones, as keras.applications' `input_tensor`):
-    # what clone_model runs, with the model made on the tensors' source inputs.
+    # On given tensors (maybe intermediate ones, as keras.applications' `input_tensor`): the
+    # step clone_model runs (a private method of Keras' Function), without clone_model's
+    # Functional wrapper, which re-clones the graph's nodes when its inputs are intermediate
+    # tensors; the model is made on the tensors' source inputs, as keras.applications does.
+    # tests/applications/test_keras_contract.py guards it (input_tensor with predecessors).
     outputs = model._run_through_graph(input_tensors, operation_fn=clone_function,
                                        call_fn=call_function)
     return keras.Model(keras.utils.get_source_inputs(input_tensors), outputs, name=model.name)
