@@ -8,7 +8,6 @@ scheduler, `docker stop` or `kill` sends) stops a command like Ctrl-C.
 """
 
 import contextlib
-import errno
 import signal
 import sys
 
@@ -17,13 +16,10 @@ from keras_cra.files import (  # noqa: F401 (re-exported for the commands)
     UsageError,
     check_output_dir,
     check_output_file,
+    is_no_space,
     load_keras_model,
     read_json,
 )
-
-# errno values that mean "no room to write": a full disk, a quota, a file too large.
-NO_SPACE = (errno.ENOSPC, errno.EDQUOT, errno.EFBIG)
-
 
 def _sigterm_as_interrupt(signum, frame):
     raise KeyboardInterrupt
@@ -51,7 +47,7 @@ def is_disk_full(error):
         seen.add(id(error))
         if isinstance(error, DiskFullError):
             return True
-        if isinstance(error, OSError) and error.errno in NO_SPACE:
+        if is_no_space(error):
             return True
         text = str(error)
         if "No space left on device" in text or "Disk quota exceeded" in text:

@@ -2,6 +2,7 @@
 one rule for writing outputs (atomic, locked, never over what the command did not make)."""
 
 import contextlib
+import errno
 import json
 import os
 
@@ -155,11 +156,13 @@ def remove_stale_partials(path):
         remove_stale(folder, prefix)
 
 
-def _no_space(error):
-    import errno
+# errno values that mean "no room to write": a full disk, a quota, a file too large.
+NO_SPACE = (errno.ENOSPC, errno.EDQUOT, errno.EFBIG)
 
-    return isinstance(error, OSError) and error.errno in (errno.ENOSPC, errno.EDQUOT,
-                                                          errno.EFBIG)
+
+def is_no_space(error):
+    """Whether `error` is an OSError of a full disk (or quota, or file size limit)."""
+    return isinstance(error, OSError) and error.errno in NO_SPACE
 
 
 @contextlib.contextmanager
@@ -248,7 +251,7 @@ def atomic_output(path, flag="--out", overwrite=False, replaceable=None, folder=
                 os.replace(tmp, path)
             tmp = None
         except OSError as e:
-            if _no_space(e):
+            if is_no_space(e):
                 raise DiskFullError(f"the disk is full: {path} was not written (the earlier "
                                     f"one, if any, is intact). Received: {flag}={path}") from e
             raise
@@ -270,6 +273,6 @@ def write_json_atomic(path, value):
     except OSError as e:
         with contextlib.suppress(OSError):
             os.remove(tmp)
-        if _no_space(e):
+        if is_no_space(e):
             raise DiskFullError(f"the disk is full: {path} was not written.") from e
         raise
