@@ -76,8 +76,10 @@ def machine():
     }
 
 
-def interleaved(fns, repeats, warmup=2, inner=1):
+def interleaved(fns, repeats, warmup=2, inner=1, before=None):
     """Times each of `fns` (a dict name -> callable) in A/B/A/B order.
+
+    `before`, if given, runs untimed before each timed call (e.g. `gc.collect`).
 
     Returns `{name: {"median_ms", "min_ms", "max_ms"}}` per call.
     """
@@ -87,6 +89,8 @@ def interleaved(fns, repeats, warmup=2, inner=1):
     times = {name: [] for name in fns}
     for _ in range(repeats):
         for name, fn in fns.items():
+            if before is not None:
+                before()
             t = time.perf_counter()
             for _ in range(inner):
                 fn()

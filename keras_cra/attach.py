@@ -1,5 +1,7 @@
 """Add channel attention to any Keras functional or Sequential CNN."""
 
+import inspect
+
 import keras
 
 from keras_cra.layers.registry import canonical_attention_name, get_attention
@@ -245,14 +247,47 @@ def copy_model(model, input_tensors=None):
 
 
 def _copy(model, call_function, copies, input_tensors):
-    new = _rebuild(model, call_function, copies, input_tensors)
+    adopted = {}
+    try:
+        new = _rebuild(model, call_function, copies, input_tensors, adopted)
+    finally:
+        for _, copy in copies.values():
+            if "add_weight" in vars(copy):
+                object.__delattr__(copy, "add_weight")
     for original, copy in copies.values():
-        if original.weights:
+        if original.weights and adopted.get(id(copy), 0) != len(original.weights):
             copy.set_weights(original.get_weights())
     return new
 
 
-def _rebuild(model, call_function, copies, input_tensors=None):
+def _adopt_weights(copy, original, adopted):
+    """Makes `copy` (unbuilt) create each weight from the value of `original`'s weight of
+    the same name and shape, instead of running its initializer and then overwriting the
+    result: this halves the cost of copying a model (new variables are the cost).
+    `adopted[id(copy)]` counts the weights so made; `_copy` sets the others."""
+    pending = list(original.weights)
+    add_weight = copy.add_weight
+
+    def add_weight_from_original(*args, **kwargs):
+        bound = _ADD_WEIGHT.bind(copy, *args, **kwargs)
+        name, shape = bound.arguments.get("name"), bound.arguments.get("shape")
+        for i, weight in enumerate(pending):
+            if weight.name == name and shape is not None and tuple(weight.shape) == tuple(shape):
+                del pending[i]
+                bound.arguments["initializer"] = keras.ops.copy(weight.value)
+                adopted[id(copy)] = adopted.get(id(copy), 0) + 1
+                break
+        arguments = dict(bound.arguments)
+        del arguments["self"]
+        return add_weight(*arguments.pop("args", ()), **arguments)
+
+    object.__setattr__(copy, "add_weight", add_weight_from_original)
+
+
+_ADD_WEIGHT = inspect.signature(keras.layers.Layer.add_weight)
+
+
+def _rebuild(model, call_function, copies, input_tensors=None, adopted=None):
     """A copy of `model` made of new layers (recorded as `copies[id(new)] = (old, new)`;
     a layer shared inside `model` is copied once), each call going through
     `call_function`; weights are copied by the caller."""
@@ -262,10 +297,12 @@ def _rebuild(model, call_function, copies, input_tensors=None):
         if id(layer) in by_original:
             return by_original[id(layer)]
         if _graph_model(layer):
-            copy = _rebuild(layer, call_function, copies)
+            copy = _rebuild(layer, call_function, copies, adopted=adopted)
         else:
             copy = layer.__class__.from_config(layer.get_config())
             copies[id(copy)] = (layer, copy)
+            if adopted is not None and layer.weights and not copy.built:
+                _adopt_weights(copy, layer, adopted)
         by_original[id(layer)] = copy
         return copy
 
@@ -278,7 +315,7 @@ def _rebuild(model, call_function, copies, input_tensors=None):
 
     if isinstance(model, Backbone):  # rebuilt as a plain graph, then given its levels back
         plain = keras.Model(model.inputs, model.outputs, name=model.name)
-        return as_backbone(_rebuild(plain, call_function, copies, input_tensors),
+        return as_backbone(_rebuild(plain, call_function, copies, input_tensors, adopted),
                            model.pyramid_layers)
     if input_tensors is None:
         return keras.models.clone_model(model, clone_function=clone_function,

@@ -99,6 +99,42 @@ def test_the_new_model_is_independent_of_the_original():
                               original.get_layer("conv1_conv").kernel.numpy())
 
 
+@keras.saving.register_keras_serializable(package="keras_cra_tests")
+class _WithSublayer(keras.layers.Layer):
+    """A layer whose weights live in a sublayer (built in `build`) and in itself."""
+
+    def build(self, input_shape):
+        self.inner = keras.layers.Dense(input_shape[-1], name="inner")
+        self.inner.build(input_shape)
+        self.scale = self.add_weight(shape=(input_shape[-1],), initializer="random_normal",
+                                     name="scale")
+
+    def call(self, x):
+        return self.inner(x) * self.scale
+
+
+def test_every_weight_is_copied_exactly_and_not_shared():
+    """The copy's variables are made from the original's values (leaf layers) or set after
+    the build (weights of sublayers): every weight equal, no variable shared."""
+    inputs = keras.Input((8, 8, 4))
+    x = keras.layers.Conv2D(4, 3, padding="same", name="conv")(inputs)
+    x = keras.layers.BatchNormalization(name="bn")(x)
+    x = _WithSublayer(name="custom")(x)
+    original = keras.Model(inputs, keras.layers.Add(name="b_add")([inputs, x]))
+    original.get_layer("bn").moving_mean.assign(np.arange(4, dtype="float32"))
+    for name, model in (("copy_model", keras_cra.attach.copy_model(original)),
+                        ("add_attention", keras_cra.add_attention(original, "cra"))):
+        by_path = {w.path: w for w in model.weights}
+        for w in original.weights:
+            copy = by_path[w.path]
+            assert copy is not w, (name, w.path)
+            np.testing.assert_array_equal(keras.ops.convert_to_numpy(copy),
+                                          keras.ops.convert_to_numpy(w), err_msg=name)
+            copy.assign(keras.ops.full_like(copy.value, 7.0))
+            assert np.all(keras.ops.convert_to_numpy(w) != 7.0), (name, w.path)
+        assert all("add_weight" not in vars(l) for l in model.layers)
+
+
 def test_shared_layers_stay_shared():
     inputs = keras.Input((16, 16, 8))
     shared = keras.layers.Conv2D(8, 3, padding="same", name="shared")
