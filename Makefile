@@ -5,7 +5,7 @@ export TF_CPP_MIN_LOG_LEVEL ?= 2
 	class-index fashion-mnist-weights
 
 install:
-	$(PYTHON) -m pip install -e ".[dev,torch,detection]"
+	$(PYTHON) -m pip install -e ".[dev,torch,detection,onnx]"
 
 # The README's test command: the default lane. CI runs it and the large lane.
 test:

@@ -3,7 +3,7 @@
 import argparse
 import os
 
-from keras_cra.export.exporter import TFLITE_VARIANTS, export_model, print_report
+from keras_cra.export.exporter import DEFAULT_VARIANTS, VARIANTS, export_model, print_report
 
 
 def _int8_drop_bound(text):
@@ -23,7 +23,7 @@ def add_max_int8_drop_argument(parser):
 
 def build_parser():
     p = argparse.ArgumentParser(
-        description="Export a .keras model to SavedModel and TFLite (LiteRT), verified "
+        description="Export a .keras model to SavedModel, TFLite (LiteRT) and ONNX, verified "
                     "against Keras, into saved_models/NAME."
     )
     p.add_argument("model", help="a trained .keras file (e.g. runs/demo/last.keras)")
@@ -37,8 +37,10 @@ def build_parser():
     p.add_argument("--calibration-batches", type=int, default=8,
                    help="batches of 32 training images for int8 calibration")
     p.add_argument("--int8-io", default="float", choices=["float", "int8", "uint8"])
-    p.add_argument("--variants", nargs="*", default=list(TFLITE_VARIANTS),
-                   choices=list(TFLITE_VARIANTS))
+    p.add_argument("--variants", nargs="*", default=list(DEFAULT_VARIANTS),
+                   choices=list(VARIANTS),
+                   help="formats besides the SavedModel (default: the TFLite ones; onnx "
+                        "needs pip install 'keras_cra[onnx]')")
     add_max_int8_drop_argument(p)
     p.add_argument("--overwrite", action="store_true")
     return p

@@ -10,7 +10,8 @@ import os
 import numpy as np
 
 from keras_cra.export import verify as verify_lib
-from keras_cra.export.formats import FORMATS, TFLITE_VARIANTS, ExportError  # noqa: F401
+from keras_cra.export.formats import (  # noqa: F401
+    DEFAULT_VARIANTS, FORMATS, TFLITE_VARIANTS, VARIANTS, ExportError)
 from keras_cra.export.report import print_report, write_sidecars  # noqa: F401 (CLI API)
 from keras_cra.export.serving import outputs_probabilities, serving_functions  # noqa: F401
 from keras_cra.files import atomic_output, sha256_of  # noqa: F401 (sha256_of re-exported)
@@ -83,7 +84,7 @@ def export_model(
     verify_examples=1000,
     calibration_batches=8,
     integer_io="float",
-    variants=TFLITE_VARIANTS,
+    variants=DEFAULT_VARIANTS,
     class_names=None,
     overwrite=False,
     source_name=None,
@@ -102,8 +103,9 @@ def export_model(
         calibration_batches: representative batches (of 32 training images)
             for full-integer quantization.
         integer_io: I/O type of the int8 model: `"float"`, `"int8"`, `"uint8"`.
-        variants: TFLite variants to write (`TFLITE_VARIANTS`); the
-            SavedModel is always written.
+        variants: the formats to write besides the SavedModel (always
+            written), from `VARIANTS`: the TFLite variants (the default) and
+            `"onnx"` (needs the `[onnx]` extra).
         class_names: labels (default: the dataset's).
         overwrite: replace an earlier export (atomically); a folder holding
             anything else is never replaced.
@@ -115,8 +117,13 @@ def export_model(
     import tensorflow as tf
 
     for v in variants:
-        if v not in TFLITE_VARIANTS:
-            raise ExportError(f"Unknown TFLite variant. Valid: {TFLITE_VARIANTS}. Received: {v!r}")
+        if v not in VARIANTS:
+            raise ExportError(f"Unknown export variant. Valid: {VARIANTS}. "
+                              f"Received: variants={list(variants)!r}")
+    if "onnx" in variants:  # before any work: the extra is optional
+        from keras_cra.export.onnx import check_available
+
+        check_available()
     for name, value in (("verify_examples", verify_examples),
                         ("calibration_batches", calibration_batches)):
         if isinstance(value, bool) or not isinstance(value, int) or value < 1:

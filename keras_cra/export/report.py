@@ -22,6 +22,7 @@ def write_sidecars(folder, model, class_names, artifacts, report, source_name, i
         "inputs": {
             "saved_model/serving_default": "uint8 RGB images (N, H, W, 3); preprocessing baked in",
             "saved_model/serving_preprocessed": "float32, preprocessed as `preprocessing` says",
+            "onnx": "model.onnx: float32 preprocessed images, any batch, input `inputs`",
             "tflite": "float32 preprocessed images, batch 1"
                       + (f"; model_int8.tflite uses {integer_io} I/O" if integer_io != "float" else ""),
         },
