@@ -2,7 +2,7 @@ PYTHON ?= python3
 export TF_CPP_MIN_LOG_LEVEL ?= 2
 
 .PHONY: install data test test-large test-all demo bench bench-quick ablate detect-demo \
-	class-index fashion-mnist-weights
+	class-index fashion-mnist-weights fashion-mnist-preset
 
 install:
 	$(PYTHON) -m pip install -e ".[dev,torch,detection,onnx]"
@@ -61,3 +61,8 @@ fashion-mnist-weights: data
 	  --eval-split test --epochs 5 --batch-size 128 --lr 0.1 --schedule cosine \
 	  --warmup-epochs 0.5 --seed 0 --out runs/fashion_mnist_weights --verbose 2
 	$(PYTHON) -c "import keras; keras.saving.load_model('runs/fashion_mnist_weights/last.keras').save_weights('keras_cra/applications/data/cra_resnet20_fashion_mnist.weights.h5')"
+
+# The packaged Fashion-MNIST weights as a keras-hub ImageClassifier preset (not committed:
+# made from the weights file that ships with the package).
+fashion-mnist-preset:
+	$(PYTHON) -m keras_cra.hub saved_models/cra_resnet20_fashion_mnist_preset
