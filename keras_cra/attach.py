@@ -4,10 +4,10 @@ import inspect
 
 import keras
 
+from keras_cra.backbone import Backbone, as_backbone
 from keras_cra.layers.registry import canonical_attention_name, get_attention
 
 PLACEMENTS = ("residual", "after")
-NEAR_IDENTITY_BIAS = 10.0  # sigmoid(10) = 0.99995
 
 
 def _history(tensor):
@@ -311,8 +311,6 @@ def _rebuild(model, call_function, copies, input_tensors=None, adopted=None):
         return keras.Sequential([keras.Input(model.input_shape[1:])] + inner,
                                 name=model.name)
 
-    from keras_cra.applications.backbone import Backbone, as_backbone
-
     if isinstance(model, Backbone):  # rebuilt as a plain graph, then given its levels back
         plain = keras.Model(model.inputs, model.outputs, name=model.name)
         return as_backbone(_rebuild(plain, call_function, copies, input_tensors, adopted),
@@ -331,17 +329,10 @@ def _rebuild(model, call_function, copies, input_tensors=None, adopted=None):
 
 
 def _start_near_identity(layer):
-    weights = {w.name: w for w in layer.weights}
-    if "bias" in weights and "kernel" in weights:  # CRA
-        weights["kernel"].assign(keras.ops.zeros_like(weights["kernel"]))
-        weights["bias"].assign(keras.ops.full_like(weights["bias"], NEAR_IDENTITY_BIAS))
-    elif "excite_bias" in weights:  # SE
-        weights["excite_kernel"].assign(keras.ops.zeros_like(weights["excite_kernel"]))
-        weights["excite_bias"].assign(
-            keras.ops.full_like(weights["excite_bias"], NEAR_IDENTITY_BIAS))
-    else:
+    from keras_cra.layers.base import ChannelGate
+
+    if not isinstance(layer, ChannelGate):
         raise ValueError(
-            f"`near_identity=True` needs a gate with a bias to start at 1; "
-            f"{type(layer).__name__} has none (ECA's gate is sigmoid(0) = 0.5 with a zero "
-            f"kernel). Received: attention={type(layer).__name__}"
-        )
+            "`near_identity=True` needs a keras_cra gate (a ChannelGate, which knows how to "
+            f"start at 1). Received: attention={type(layer).__name__}")
+    layer.start_near_identity()

@@ -27,7 +27,7 @@ try:
 except ImportError as e:  # pragma: no cover - the message is the point
     raise ImportError("keras_cra.hub needs keras-hub: pip install 'keras_cra[detection]'") from e
 
-from keras_cra.applications.backbone import Backbone
+from keras_cra.backbone import Backbone
 from keras_cra.errors import UsageError
 
 LOADING_NOTE = (

@@ -17,6 +17,6 @@ from keras_cra.applications.resnet import CRAResNeXt50
 from keras_cra.applications.resnet import CRAResNeXt101
 from keras_cra.applications.resnet import decode_predictions
 from keras_cra.applications.resnet import feature_extractor
-from keras_cra.applications.backbone import Backbone
+from keras_cra.backbone import Backbone
 from keras_cra.applications.resnet import preprocess_input
 from keras_cra.applications.zoo import get_model

@@ -6,7 +6,7 @@ import keras
 import numpy as np
 
 from keras_cra.applications import _utils, zoo
-from keras_cra.applications.backbone import as_backbone
+from keras_cra.backbone import as_backbone
 from keras_cra.attach import add_attention, copy_model
 from keras_cra.applications.imagenet import IMAGENET_MEAN, IMAGENET_STD
 from keras_cra.layers.registry import canonical_attention_name

@@ -16,7 +16,7 @@ import keras
 from keras import layers
 
 from keras_cra.applications import _utils
-from keras_cra.applications.backbone import Backbone
+from keras_cra.backbone import Backbone
 from keras_cra.applications import weights as weights_lib
 from keras_cra.applications import zoo
 from keras_cra.layers.registry import canonical_attention_name, get_attention

@@ -165,8 +165,7 @@ def assign(model, state_dict, fmt, near_identity_gates=False, gate_bias=5.0):
             continue
         if isinstance(layer, ChannelReassessmentAttention) and fmt == "torchvision":
             if near_identity_gates:
-                kernel, bias = layer.get_weights()
-                layer.set_weights([np.zeros_like(kernel), np.full_like(bias, gate_bias)])
+                layer.start_near_identity(gate_bias)
             continue
         problems.append(f"Keras layer '{layer.name}' ({layer.__class__.__name__}) got no weights")
     if problems:

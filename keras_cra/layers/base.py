@@ -88,6 +88,36 @@ class ChannelGate(keras.layers.Layer):
         """Multiply-accumulates of one call on one image of `input_shape` (batch first)."""
         raise NotImplementedError
 
+    # sigmoid(10) = 0.99995: the gate a near-identity start gives.
+    NEAR_IDENTITY_BIAS = 10.0
+    # Why a gate without a final bias cannot start near 1 (for its error message).
+    NO_NEAR_IDENTITY = "its gate has no bias to raise"
+
+    def start_near_identity(self, bias=None):
+        """Sets the (built) layer's weights so that its gate is about 1 for every input:
+        `x -> ~x`, so a pretrained network with this gate added computes almost the
+        same function at step 0. A gate with a final bias does it with a zero last
+        kernel and a large bias (`bias`, default `NEAR_IDENTITY_BIAS`); a subclass
+        names those weights in `near_identity_weights()`.
+
+        Raises:
+            ValueError: if the gate has no bias to start at 1.
+        """
+        kernel, last_bias = self.near_identity_weights()
+        if last_bias is None:
+            raise ValueError(
+                f"`near_identity=True` needs a gate with a bias to start at 1; "
+                f"{type(self).__name__} has none ({self.NO_NEAR_IDENTITY}). "
+                f"Received: attention={type(self).__name__}"
+            )
+        kernel.assign(ops.zeros_like(kernel))
+        last_bias.assign(ops.full_like(last_bias, self.NEAR_IDENTITY_BIAS if bias is None else bias))
+
+    def near_identity_weights(self):
+        """`(kernel, bias)`: the weights of the gate's last affine step (`bias` `None`
+        when it has none)."""
+        raise NotImplementedError
+
     def spatial_size_and_channels(self, input_shape):
         """`(H * W, C)` of a batch-first `input_shape`."""
         h, w = (input_shape[a] for a in self.spatial_axes)

@@ -363,6 +363,9 @@ class ChannelReassessmentAttention(ChannelGate):
         self.kernel = self.add_kernel("kernel", (s, s, channels, 1), initializer=kernel_init)
         self.bias = self.add_bias("bias", (channels,))
 
+    def near_identity_weights(self):
+        return self.kernel, self.bias
+
     def pool(self, inputs, fast=True):
         """The `pool_size x pool_size` adaptive max pool of `inputs` (see `adaptive_max_pool`)."""
         return adaptive_max_pool(inputs, self.pool_size, self.spatial_axes, fast=fast)

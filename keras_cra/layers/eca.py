@@ -91,6 +91,11 @@ class EfficientChannelAttention(ChannelGate):
         k = self.kernel_size or eca_kernel_size(channels, self.gamma, self.b)
         self.kernel = self.add_kernel("kernel", (k, 1, 1))
 
+    NO_NEAR_IDENTITY = "ECA's gate is sigmoid(0) = 0.5 with a zero kernel"
+
+    def near_identity_weights(self):
+        return self.kernel, None
+
     def gate(self, inputs):
         pooled = ops.cast(ops.mean(inputs, axis=self.spatial_axes), "float32")
         # (N, C) -> (N, C, 1): channels become the 1D "length" axis.

@@ -82,6 +82,9 @@ class SqueezeExcitation(ChannelGate):
         self.excite_kernel = self.add_kernel("excite_kernel", (hidden, channels))
         self.excite_bias = self.add_bias("excite_bias", (channels,))
 
+    def near_identity_weights(self):
+        return self.excite_kernel, self.excite_bias
+
     def gate(self, inputs):
         pooled = ops.cast(ops.mean(inputs, axis=self.spatial_axes), "float32")
         h = ops.relu(

@@ -7,7 +7,7 @@ import pytest
 
 from keras_cra import add_attention
 from keras_cra.applications import CRAMobileNetV2, CRAResNet18, CRAResNet20
-from keras_cra.applications.backbone import Backbone
+from keras_cra.backbone import Backbone
 
 # Boxes in xyxy pixels, -1 padding, the format both libraries document.
 X = np.random.default_rng(0).random((4, 64, 64, 3)).astype("float32")

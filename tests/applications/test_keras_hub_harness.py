@@ -10,7 +10,7 @@ keras_hub = pytest.importorskip("keras_hub")
 from keras_hub.src.tests.test_case import TestCase  # noqa: E402
 
 import keras_cra  # noqa: E402
-from keras_cra.applications.backbone import Backbone  # noqa: E402
+from keras_cra.backbone import Backbone  # noqa: E402
 
 SIZE = 64
 

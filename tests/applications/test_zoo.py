@@ -1,4 +1,3 @@
-import ast
 import inspect
 import os
 
@@ -38,45 +37,3 @@ def test_style_for_input(size, style):
     assert zoo.style_for_input(size) == style
 
 
-def _imports(path):
-    """Modules of keras_cra imported by a file (top-level and inside functions)."""
-    tree = ast.parse(open(path).read())
-    found = set()
-    for node in ast.walk(tree):
-        if isinstance(node, ast.ImportFrom) and node.module:
-            found.add(node.module)
-            found.update(f"{node.module}.{a.name}" for a in node.names)
-        elif isinstance(node, ast.Import):
-            found.update(a.name for a in node.names)
-    return found
-
-
-def _package_modules():
-    modules = {}
-    for folder, _, files in os.walk(os.path.join(PACKAGE, "keras_cra")):
-        for f in files:
-            if f.endswith(".py"):
-                rel = os.path.relpath(os.path.join(folder, f), PACKAGE)[:-3].replace(os.sep, ".")
-                modules[rel.removesuffix(".__init__")] = os.path.join(folder, f)
-    return modules
-
-
-def test_no_private_keras_imports_and_no_import_cycles():
-    modules = _package_modules()
-    assert "keras_cra.applications.zoo" in modules
-    graph = {}
-    for name, path in modules.items():
-        imports = _imports(path)
-        if name != "keras_cra.training.common":  # the keras#20585 workaround, version-guarded
-            assert not [i for i in imports if i.startswith("keras.src")], name
-        graph[name] = {m for m in imports if m in modules and m != name}
-
-    def reaches(start, goal, seen):
-        for nxt in graph[start]:
-            if nxt == goal or (nxt not in seen and (seen.add(nxt) or reaches(nxt, goal, seen))):
-                return True
-        return False
-
-    packages = {m for m, p in modules.items() if p.endswith("__init__.py")}
-    cycles = [m for m in modules if m not in packages and reaches(m, m, set(packages))]
-    assert not cycles, cycles

@@ -122,3 +122,25 @@ def check_macs(name):
     macs = layer.macs((None, 9, 11, 16))
     assert macs >= 9 * 11 * 16  # at least the gating multiply
     assert layer.macs((None, 18, 22, 16)) - macs == 3 * 9 * 11 * 16  # gating grows with H*W
+
+
+def check_near_identity(name):
+    """`start_near_identity` makes the gate about 1 for any input (or, for a gate that
+    has no bias to raise, refuses with its reason); the weights it names are the layer's."""
+    import pytest
+
+    layer = get_attention(name)
+    x = images()
+    layer(x)
+    kernel, bias = layer.near_identity_weights()
+    ids = {id(w) for w in layer.weights}
+    assert id(kernel) in ids and (bias is None or id(bias) in ids)
+    if bias is None:
+        with pytest.raises(ValueError, match=rf"{type(layer).__name__} has none \(.+\)"):
+            layer.start_near_identity()
+        return
+    layer.start_near_identity()
+    y = keras.ops.convert_to_numpy(layer(100 * x))
+    np.testing.assert_allclose(y, 100 * x, rtol=1e-4)
+    layer.start_near_identity(0.0)  # gate sigmoid(0) = 0.5
+    np.testing.assert_allclose(keras.ops.convert_to_numpy(layer(x)), 0.5 * x, rtol=1e-5)

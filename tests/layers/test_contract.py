@@ -56,6 +56,11 @@ def test_macs(name):
     contract.check_macs(name)
 
 
+@pytest.mark.parametrize("name", NAMES)
+def test_near_identity(name):
+    contract.check_near_identity(name)
+
+
 BACKEND_SCRIPT = textwrap.dedent(
     """
     import json, sys, numpy as np, keras
