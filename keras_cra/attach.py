@@ -5,6 +5,7 @@ import inspect
 import keras
 
 from keras_cra.backbone import Backbone, as_backbone
+from keras_cra.errors import ArgumentError
 from keras_cra.layers.registry import canonical_attention_name, get_attention
 
 PLACEMENTS = ("residual", "after")
@@ -168,30 +169,30 @@ def add_attention(model, attention="cra", attention_kwargs=None, placement="resi
           Reassessment Attention module, 2020](https://arxiv.org/abs/2010.05605)
     """
     if not isinstance(model, keras.Model):
-        raise ValueError(f"`model` must be a keras.Model. Received: model={model!r}")
+        raise ArgumentError(f"`model` must be a keras.Model. Received: model={model!r}")
     if not _graph_model(model):
-        raise ValueError(
+        raise ArgumentError(
             "`model` must be a functional or Sequential model (a subclassed model has no "
             f"graph to insert layers into). Received: model={model.name!r} "
             f"({type(model).__name__})"
         )
     if placement not in PLACEMENTS:
-        raise ValueError(f"`placement` must be one of {PLACEMENTS}. "
+        raise ArgumentError(f"`placement` must be one of {PLACEMENTS}. "
                          f"Received: placement={placement!r}")
     if isinstance(attention, keras.layers.Layer):
         suffix = "attention"
     else:
         suffix = canonical_attention_name(attention)
         if suffix is None:
-            raise ValueError("`attention` must be an attention, not None. "
+            raise ArgumentError("`attention` must be an attention, not None. "
                              f"Received: attention={attention!r}")
     attention_kwargs = dict(attention_kwargs or {})
     names = set(layers or ())
     if placement == "after" and not names:
-        raise ValueError("`placement='after'` needs `layers`, the names of the layers to "
+        raise ArgumentError("`placement='after'` needs `layers`, the names of the layers to "
                          f"follow. Received: layers={layers!r}")
     if placement == "residual" and layers:
-        raise ValueError("`layers` is only used with `placement='after'`. "
+        raise ArgumentError("`layers` is only used with `placement='after'`. "
                          f"Received: layers={layers!r}")
 
     if near_identity:  # fail before rebuilding anything
@@ -201,10 +202,10 @@ def add_attention(model, attention="cra", attention_kwargs=None, placement="resi
     plan, adds = {}, []
     _plan(model, placement, names, plan, adds)
     if placement == "after" and names:
-        raise ValueError(f"No layer named {sorted(names)} in the model. "
+        raise ArgumentError(f"No layer named {sorted(names)} in the model. "
                          f"Received: layers={list(layers)!r}")
     if not plan:
-        raise ValueError(
+        raise ArgumentError(
             f"No place found for placement={placement!r}: the model has {len(adds)} `Add` "
             "layers, none of which merges a skip connection with a residual branch. Pass "
             "`placement='after', layers=[...]` to choose the places. "
@@ -332,7 +333,7 @@ def _start_near_identity(layer):
     from keras_cra.layers.base import ChannelGate
 
     if not isinstance(layer, ChannelGate):
-        raise ValueError(
+        raise ArgumentError(
             "`near_identity=True` needs a keras_cra gate (a ChannelGate, which knows how to "
             f"start at 1). Received: attention={type(layer).__name__}")
     layer.start_near_identity()

@@ -4,6 +4,8 @@ import copy
 
 import keras
 
+from keras_cra.errors import ArgumentError
+
 
 @keras.saving.register_keras_serializable(package="keras_cra")
 class Backbone(keras.Model):
@@ -44,19 +46,19 @@ class Backbone(keras.Model):
         pyramid_layers = kwargs.pop("pyramid_layers", None)
         super().__init__(inputs=inputs, outputs=outputs, name=name, **kwargs)
         if not isinstance(pyramid_layers, dict) or not pyramid_layers:
-            raise ValueError(
+            raise ArgumentError(
                 "`pyramid_layers` must be a non-empty dict {'P<level>': layer name}. "
                 f"Received: pyramid_layers={pyramid_layers!r}"
             )
         names = {layer.name for layer in self.layers}
         for level, layer_name in pyramid_layers.items():
             if not (isinstance(level, str) and level[:1] == "P" and level[1:].isdigit()):
-                raise ValueError(
+                raise ArgumentError(
                     "`pyramid_layers` keys must be 'P<level>' (e.g. 'P3'). "
                     f"Received: pyramid_layers={pyramid_layers!r}"
                 )
             if layer_name not in names:
-                raise ValueError(
+                raise ArgumentError(
                     f"`pyramid_layers` names a layer the model does not have: {layer_name!r}. "
                     f"Received: pyramid_layers={pyramid_layers!r}"
                 )

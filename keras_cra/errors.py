@@ -12,6 +12,11 @@ class UserError(ValueError):
     """An input, file or setting that cannot be used; the message says what to do."""
 
 
+class ArgumentError(UserError):
+    """A library function's argument outside its domain. A `ValueError`, as Keras' own
+    argument errors are; the message names the argument (`Received: name=value`)."""
+
+
 class UsageError(UserError):
     """A bad flag, argument, path or run folder."""
 

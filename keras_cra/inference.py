@@ -65,19 +65,25 @@ def _labels_near(path, count):
     return [f"class_{i}" for i in range(count)]
 
 
-def _read_labels(labels_path, count):
+def _received(flag, value):
+    """`Received: --flag value` for a command's flag, `Received: name='value'` for a
+    library argument."""
+    return f"Received: {flag} {value}" if flag.startswith("--") else f"Received: {flag}={value!r}"
+
+
+def _read_labels(labels_path, count, flag="labels"):
     try:
         labels = _lines(labels_path)
     except OSError as e:
-        raise UsageError(f"--labels cannot be read ({e.strerror}). "
-                         f"Received: --labels {labels_path}") from e
+        raise UsageError(f"{flag} cannot be read ({e.strerror}). "
+                         f"{_received(flag, labels_path)}") from e
     if len(labels) != count:
-        raise UsageError(f"--labels has {len(labels)} names but the model predicts {count} "
-                         f"classes. Received: --labels {labels_path}")
+        raise UsageError(f"{flag} has {len(labels)} names but the model predicts {count} "
+                         f"classes. {_received(flag, labels_path)}")
     return labels
 
 
-def load_classifier(path, labels=None, num_threads=None):
+def load_classifier(path, labels=None, num_threads=None, flags=("path", "labels")):
     """Loads a `.tflite` file, an exported SavedModel folder or a `.keras` file.
 
     Args:
@@ -86,7 +92,10 @@ def load_classifier(path, labels=None, num_threads=None):
             (default: the export's `labels.txt` or the run's `config.json`
             beside the model, else `class_<i>`).
         num_threads: TFLite interpreter threads (default: all).
+        flags: the names errors give `path` and `labels` (a command passes its
+            flags, e.g. `("--model", "--labels")`).
     """
+    flag, labels_flag = flags
     path = os.fspath(path)
     from keras_cra.applications import weights as weights_lib
 
@@ -95,24 +104,25 @@ def load_classifier(path, labels=None, num_threads=None):
         from keras_cra.applications import zoo
 
         model = zoo.get_model(entry.model_name, weights=entry.name)
-        names = _read_labels(labels, entry.classes) if labels else list(entry.class_names)
+        names = (_read_labels(labels, entry.classes, labels_flag) if labels
+                 else list(entry.class_names))
         return Classifier(path, "keras", tuple(model.input_shape[1:]), names,
                           lambda x: np.asarray(model.predict_on_batch(x), dtype="float64"))
     if not os.path.exists(path):
-        raise UsageError(f"--model does not exist (nor is it the name of weights that ship "
+        raise UsageError(f"{flag} does not exist (nor is it the name of weights that ship "
                          f"with keras_cra: {weights_lib.packaged_names()}). "
-                         f"Received: --model {path}")
+                         f"{_received(flag, path)}")
     if path.endswith(".tflite") and os.path.isfile(path):
         from keras_cra.export import safety, tflite
 
-        safety.check_export_hashes(os.path.dirname(os.path.abspath(path)), "--model",
+        safety.check_export_hashes(os.path.dirname(os.path.abspath(path)), flag,
                                    only=(path,))
         try:
             interp = tflite.interpreter(path, num_threads=num_threads)
             interp.allocate_tensors()
         except (ValueError, RuntimeError) as e:
-            raise UsageError(f"--model is not a readable TFLite model ({e}). "
-                             f"Received: --model {path}") from e
+            raise UsageError(f"{flag} is not a readable TFLite model ({e}). "
+                             f"{_received(flag, path)}") from e
         shape = tuple(int(d) for d in interp.get_input_details()[0]["shape"][1:])
         count = int(interp.get_output_details()[0]["shape"][-1])
         kind = "tflite"
@@ -122,14 +132,14 @@ def load_classifier(path, labels=None, num_threads=None):
     elif os.path.isdir(path) and os.path.exists(os.path.join(path, "saved_model.pb")):
         from keras_cra.training.evaluate import load_predictor
 
-        predict, shape, count = load_predictor(path, "--model")
+        predict, shape, count = load_predictor(path, flag)
         kind = "saved_model"
     elif path.endswith(".keras") and os.path.isfile(path):
         from keras_cra.files import load_keras_model
 
         from keras_cra.export.serving import outputs_probabilities
 
-        model = load_keras_model(path, "--model")
+        model = load_keras_model(path, flag)
         shape = tuple(model.input_shape[1:])
         count = int(model.output_shape[-1])
         kind = "keras"
@@ -142,12 +152,12 @@ def load_classifier(path, labels=None, num_threads=None):
                 y /= y.sum(-1, keepdims=True)
             return y
     else:
-        raise UsageError("--model must be a .tflite file, an exported SavedModel folder or a "
-                         f".keras file. Received: --model {path}")
+        raise UsageError(f"{flag} must be a .tflite file, an exported SavedModel folder or a "
+                         f".keras file. {_received(flag, path)}")
     if any(d is None for d in shape):
-        raise UsageError(f"--model has no fixed input size ({shape}); export it with one. "
-                         f"Received: --model {path}")
-    names = _read_labels(labels, count) if labels else _labels_near(path, count)
+        raise UsageError(f"{flag} has no fixed input size ({shape}); export it with one. "
+                         f"{_received(flag, path)}")
+    names = _read_labels(labels, count, labels_flag) if labels else _labels_near(path, count)
     return Classifier(path, kind, tuple(shape), names, predict)
 
 
@@ -271,7 +281,7 @@ def main(argv=None):
             raise UsageError(f"--threads must be between 1 and {MAX_THREADS}. "
                              f"Received: --threads {a.threads}")
         paths = image_paths(a.images)
-        classifier = load_classifier(a.model, a.labels, a.threads)
+        classifier = load_classifier(a.model, a.labels, a.threads, flags=("--model", "--labels"))
         results = classify(classifier, paths, a.top)
         failed = [r for r in results if "error" in r]
         if len(failed) == len(results):

@@ -2,6 +2,8 @@
 
 import numpy as np
 
+from keras_cra.errors import ArgumentError
+
 
 def _is_gate(layer):
     from keras_cra.layers.base import ChannelGate
@@ -25,7 +27,7 @@ def _input_in(model, layer):
     nodes = {id(n) for depth in graph._nodes_by_depth.values() for n in depth}
     calls = [n for n in layer._inbound_nodes if id(n) in nodes]
     if len(calls) != 1:
-        raise ValueError(
+        raise ArgumentError(
             f"Layer {layer.name!r} is called {len(calls)} times in the model; gate statistics "
             f"need each attention layer called once. Received: model={model.name!r}"
         )
@@ -38,7 +40,7 @@ def _gates(model, images, batch_size, prefix=""):
     from keras import ops
 
     if not hasattr(model, "inputs") or not model.inputs or not model.layers:
-        raise ValueError(
+        raise ArgumentError(
             "`model` must be a functional or Sequential Keras model (a subclassed model has "
             f"no graph to read the attention inputs from). Received: model={model.name!r}"
         )
@@ -97,15 +99,15 @@ def gate_statistics(model, images, batch_size=32):
     """
     images = np.asarray(images)
     if images.ndim != 4 or len(images) == 0:
-        raise ValueError(
+        raise ArgumentError(
             "`images` must be a non-empty batch of shape (N, H, W, C). "
             f"Received: images.shape={images.shape}"
         )
     if not isinstance(batch_size, int) or isinstance(batch_size, bool) or batch_size < 1:
-        raise ValueError(f"`batch_size` must be an integer >= 1. Received: batch_size={batch_size!r}")
+        raise ArgumentError(f"`batch_size` must be an integer >= 1. Received: batch_size={batch_size!r}")
     found = _gates(model, images, batch_size)
     if not found:
-        raise ValueError(
+        raise ArgumentError(
             "`model` has no attention layers (CRA, SE, ECA or another ChannelGate). "
             f"Received: model={model.name!r}"
         )

@@ -6,9 +6,10 @@ CRA / SE / ECA can be compared with the same rule. BatchNorm, ReLU, pooling
 and additions are not counted (they are folded or negligible).
 """
 
-import numpy as np
 import keras
+import numpy as np
 
+from keras_cra.errors import ArgumentError
 from keras_cra.layers.base import ChannelGate
 
 
@@ -52,7 +53,7 @@ def layer_macs(layer):
         return int(layer.macs(layer.input.shape))
     if isinstance(layer, _NO_MACS):
         return 0
-    raise ValueError(
+    raise ArgumentError(
         f"No MAC rule for layer '{layer.name}' ({layer.__class__.__name__}); add one to "
         f"keras_cra.profiling.layer_macs. Received: layer={layer.name!r}"
     )

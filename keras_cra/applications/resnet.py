@@ -15,10 +15,10 @@ changes (option B).
 import keras
 from keras import layers
 
-from keras_cra.applications import _utils
-from keras_cra.backbone import Backbone
+from keras_cra.applications import _utils, zoo
 from keras_cra.applications import weights as weights_lib
-from keras_cra.applications import zoo
+from keras_cra.backbone import Backbone
+from keras_cra.errors import ArgumentError
 from keras_cra.layers.registry import canonical_attention_name, get_attention
 
 BN_EPSILON = 1e-5
@@ -150,7 +150,7 @@ def ResNet(
 ):
     """Builds any model of `MODELS` by name (the public builders call this)."""
     if model_name not in MODELS:
-        raise ValueError(
+        raise ArgumentError(
             f"Unknown model. Valid names: {sorted(MODELS)}. "
             f"Received: model_name={model_name!r}"
         )
@@ -159,12 +159,12 @@ def ResNet(
     attention_name = _attention_suffix(attention)  # validates `attention`
     attention_kwargs = dict(attention_kwargs or {})
     if not isinstance(attention_kwargs, dict):
-        raise ValueError(
+        raise ArgumentError(
             "`attention_kwargs` must be a dict or None. "
             f"Received: attention_kwargs={attention_kwargs!r}"
         )
     if attention_name is None and attention_kwargs:
-        raise ValueError(
+        raise ArgumentError(
             "`attention_kwargs` were given but `attention` is None. "
             f"Received: attention_kwargs={attention_kwargs!r}"
         )
@@ -174,7 +174,7 @@ def ResNet(
         weights, model_name, include_top, classes, classifier_activation, attention_name
     )
     if pooling not in (None, "avg", "max"):
-        raise ValueError(
+        raise ArgumentError(
             "`pooling` must be one of None, 'avg', 'max'. "
             f"Received: pooling={pooling!r}"
         )
@@ -268,7 +268,7 @@ def feature_extractor(model, model_name=None):
         )
         stage += 1
     if not depths:
-        raise ValueError(
+        raise ArgumentError(
             "`model` has no `convN_blockM_out` layers; build it with a "
             f"keras_cra.applications builder. Received: model={model.name!r}"
         )

@@ -16,7 +16,7 @@ import warnings
 
 import keras
 
-from keras_cra.errors import UsageError
+from keras_cra.errors import ArgumentError, UsageError
 from keras_cra.files import sha256_of
 
 
@@ -195,7 +195,7 @@ def validate_weights_argument(weights, model_name, include_top, classes, classif
     if is_pretrained_name(weights):
         if (model_name, weights) not in WEIGHTS:
             available = sorted(n for m, n in WEIGHTS if m == model_name)
-            raise ValueError(
+            raise ArgumentError(
                 f"No `{weights}` weights are registered for {model_name}. "
                 f"Registered for {model_name}: {available}. "
                 f"Received: weights={weights!r}"
@@ -204,19 +204,19 @@ def validate_weights_argument(weights, model_name, include_top, classes, classif
         # Weights of a plain backbone go into any attention model (its gates keep their
         # initialisation); trained attention weights only into the same attention.
         if entry.attention is not None and attention != entry.attention:
-            raise ValueError(
+            raise ArgumentError(
                 f"`weights='{weights}'` of {model_name} hold trained {entry.attention!r} "
                 f"attention; build the model with attention={entry.attention!r}. "
                 f"Received: attention={attention!r}"
             )
         if include_top and classes != entry.classes:
-            raise ValueError(
+            raise ArgumentError(
                 f"If using `weights='{weights}'` with `include_top=True`, "
                 f"`classes` should be {entry.classes}. Received: classes={classes}"
             )
         return
     if not _is_path(weights):
-        raise ValueError(
+        raise ArgumentError(
             "The `weights` argument should be either `None` (random "
             f"initialization), a registered name ({registered_names()}), or the "
             "path to the weights file to be loaded. "
@@ -243,7 +243,7 @@ def resolve(model_name, name):
     path = os.path.join(DATA_DIR if entry.packaged else cache_dir(), entry.file_name)
     if os.path.exists(path):
         if entry.sha256 and sha256_of(path) != entry.sha256:
-            raise ValueError(
+            raise ArgumentError(
                 f"The cached weights file {path} does not match its registered "
                 f"sha256 {entry.sha256}; delete it and fetch it again. "
                 f"Received: sha256={sha256_of(path)}"
@@ -294,7 +294,7 @@ def copy_weights_by_name(source, target, allow_missing=()):
         if lname not in src:
             if isinstance(layer, tuple(allow_missing)):
                 continue
-            raise ValueError(
+            raise ArgumentError(
                 f"The weights have no layer named '{lname}' "
                 f"({layer.__class__.__name__}) of the model '{target.name}'; they "
                 "were made for another architecture."
@@ -302,7 +302,7 @@ def copy_weights_by_name(source, target, allow_missing=()):
         expected = [tuple(w.shape) for w in layer.weights]
         got = [tuple(w.shape) for w in src[lname].weights]
         if expected != got:
-            raise ValueError(
+            raise ArgumentError(
                 f"Layer '{lname}' of the model '{target.name}' has weight shapes "
                 f"{expected} but the weights file has {got}; they were made for "
                 "another architecture (or another number of classes)."
@@ -336,7 +336,7 @@ def load_weights(model, weights, model_name, build_reference):
         try:
             source = keras.saving.load_model(path, compile=False)
         except Exception as e:
-            raise ValueError(
+            raise ArgumentError(
                 f"Could not read the model file {path!r}: {e}. "
                 f"Received: weights={path!r}"
             ) from e
@@ -353,7 +353,7 @@ def _load_file_into(model, path):
             warnings.filterwarnings("ignore", message="Skipping nested container")
             model.load_weights(path)
     except Exception as e:
-        raise ValueError(
+        raise ArgumentError(
             f"Could not load the weights file {path!r} into the model "
             f"'{model.name}' (a missing/corrupt file or another architecture): {e}"
         ) from e

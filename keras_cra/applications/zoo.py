@@ -12,6 +12,8 @@ register one `ZooEntry` per variant there, and import the module in
 
 import dataclasses
 
+from keras_cra.errors import ArgumentError
+
 # Models whose input is smaller than this are trained and evaluated with the
 # CIFAR-style pipeline (pad-and-crop, no resize); larger ones with the
 # ImageNet-style pipeline (random resized crop; resize + center crop).
@@ -53,7 +55,7 @@ ZOO = {}
 def register(entry):
     """Adds a model to the zoo (a name may be registered once)."""
     if entry.name in ZOO and ZOO[entry.name] != entry:
-        raise ValueError(f"A model named {entry.name!r} is already registered. "
+        raise ArgumentError(f"A model named {entry.name!r} is already registered. "
                          f"Received: name={entry.name!r}")
     ZOO[entry.name] = entry
     return entry
@@ -67,7 +69,7 @@ def names():
 def get(name):
     """The `ZooEntry` of a model name, with a clear error for an unknown one."""
     if name not in ZOO:
-        raise ValueError(f"Unknown model. Valid names: {names()}. Received: model_name={name!r}")
+        raise ArgumentError(f"Unknown model. Valid names: {names()}. Received: model_name={name!r}")
     return ZOO[name]
 
 

@@ -24,7 +24,7 @@ import re
 import numpy as np
 
 from keras_cra.convert import safe_load
-from keras_cra.errors import UserError
+from keras_cra.errors import ArgumentError, UserError
 
 
 class ConversionError(UserError):
@@ -223,7 +223,7 @@ def from_torch_checkpoint(path, model_name="CRAResNet50", format="auto", attenti
     state_dict = extract_state_dict(obj)
     fmt = detect_format(state_dict) if format == "auto" else format
     if fmt not in ("authors", "torchvision"):
-        raise ValueError(
+        raise ArgumentError(
             f"`format` must be 'auto', 'authors' or 'torchvision'. Received: format={format!r}"
         )
     if attention == "auto":

@@ -14,7 +14,7 @@ import tensorflow_datasets as tfds
 
 from keras_cra.applications.imagenet import IMAGENET_MEAN, IMAGENET_STD  # noqa: F401
 from keras_cra.data import fashion_mnist
-from keras_cra.errors import UserError
+from keras_cra.errors import ArgumentError, UserError
 
 AUTOTUNE = tf.data.AUTOTUNE
 DEFAULT_DATASET = "fashion_mnist"
@@ -259,7 +259,7 @@ def normalize(images, mode="torch"):
         return (images / 255.0 - mean) / std
     if mode is None or mode == "none":
         return images
-    raise ValueError(f"`mode` must be 'torch' or None. Received: mode={mode!r}")
+    raise ArgumentError(f"`mode` must be 'torch' or None. Received: mode={mode!r}")
 
 
 def _to_channels(image, channels):
@@ -432,7 +432,7 @@ def make_dataset(
     out = out.map(finish, num_parallel_calls=AUTOTUNE, deterministic=True)
     if mix:
         if not num_classes:
-            raise ValueError(f"`mix` needs `num_classes`. Received: num_classes={num_classes!r}")
+            raise ArgumentError(f"`mix` needs `num_classes`. Received: num_classes={num_classes!r}")
         out = out.map(lambda x, y: (x, tf.one_hot(y, num_classes)))
         out = _mix(out, mix, seed)
     return out.prefetch(AUTOTUNE)
@@ -446,7 +446,7 @@ def _mix(ds, mix, seed):
     elif mix == "cutmix":
         layer = keras.layers.CutMix(seed=seed)
     else:
-        raise ValueError(f"`mix` must be 'mixup', 'cutmix' or None. Received: mix={mix!r}")
+        raise ArgumentError(f"`mix` must be 'mixup', 'cutmix' or None. Received: mix={mix!r}")
     return ds.map(lambda x, y: _apply_mix(layer, x, y))
 
 

@@ -2,6 +2,8 @@
 
 import numpy as np
 
+from keras_cra.errors import ArgumentError
+
 # Formats a dataset may give its boxes in; everything is converted to `xyxy`
 # pixels (x_min, y_min, x_max, y_max).
 BOX_FORMATS = ("xyxy", "yxyx", "xywh", "rel_xyxy", "rel_yxyx")
@@ -10,7 +12,7 @@ BOX_FORMATS = ("xyxy", "yxyx", "xywh", "rel_xyxy", "rel_yxyx")
 def to_xyxy(boxes, box_format, height, width):
     """`(N, 4)` boxes in `box_format` -> `xyxy` pixels (float32)."""
     if box_format not in BOX_FORMATS:
-        raise ValueError(
+        raise ArgumentError(
             f"`box_format` must be one of {BOX_FORMATS}. Received: box_format={box_format!r}"
         )
     b = np.asarray(boxes, dtype="float32").reshape(-1, 4)
@@ -38,7 +40,7 @@ def clean(boxes, labels, height, width, crowd=None):
     b = np.asarray(boxes, dtype="float32").reshape(-1, 4).copy()
     labels = np.asarray(labels, dtype="int32").reshape(-1)
     if len(b) != len(labels):
-        raise ValueError(
+        raise ArgumentError(
             f"Every box needs one label. Received: {len(b)} boxes and {len(labels)} labels"
         )
     b[:, [0, 2]] = np.clip(b[:, [0, 2]], 0, width)

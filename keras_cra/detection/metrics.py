@@ -5,6 +5,8 @@ import io
 
 import numpy as np
 
+from keras_cra.errors import ArgumentError
+
 NAMES = ("mAP", "mAP50", "mAP75", "mAP_small", "mAP_medium", "mAP_large")
 
 
@@ -25,7 +27,7 @@ def coco_metrics(gt_boxes, gt_labels, pred_boxes, pred_labels, pred_scores, gt_c
     lengths = {len(gt_boxes), len(gt_labels), len(pred_boxes), len(pred_labels),
                len(pred_scores)} | ({len(gt_crowd)} if gt_crowd is not None else set())
     if len(lengths) != 1:
-        raise ValueError("Ground truth and predictions need one entry per image. Received: "
+        raise ArgumentError("Ground truth and predictions need one entry per image. Received: "
                          f"{len(gt_boxes)} ground-truth and {len(pred_boxes)} predicted images")
     images, annotations, detections = [], [], []
     classes = set()
@@ -55,7 +57,7 @@ def coco_metrics(gt_boxes, gt_labels, pred_boxes, pred_labels, pred_scores, gt_c
                                "bbox": [float(box[0]), float(box[1]), float(box[2] - box[0]),
                                         float(box[3] - box[1])], "score": float(score)})
     if not annotations:
-        raise ValueError("The ground truth has no boxes; mAP is undefined. "
+        raise ArgumentError("The ground truth has no boxes; mAP is undefined. "
                          f"Received: {len(gt_boxes)} images without boxes")
     gt = COCO()
     gt.dataset = {"images": images, "annotations": annotations,

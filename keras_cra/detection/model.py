@@ -2,6 +2,8 @@
 
 import os
 
+from keras_cra.errors import ArgumentError
+
 
 def build_detector(backbone="CRAResNet18", num_classes=10, image_size=96, attention="cra",
                    backbone_weights=None, head_convs=2, min_level=3, max_level=5,
@@ -34,15 +36,15 @@ def build_detector(backbone="CRAResNet18", num_classes=10, image_size=96, attent
     from keras_cra.applications import zoo
 
     if backbone not in zoo.ZOO:
-        raise ValueError(f"Unknown backbone. Valid names: {zoo.names()}. "
+        raise ArgumentError(f"Unknown backbone. Valid names: {zoo.names()}. "
                          f"Received: backbone={backbone!r}")
     if zoo.get(backbone).style != "imagenet":
-        raise ValueError(
+        raise ArgumentError(
             f"{backbone} is a CIFAR-style model (pyramid levels P0-P2, no stride-8 to 32 "
             f"maps); RetinaNet needs P3-P5: use an ImageNet-style backbone such as "
             f"CRAResNet18. Received: backbone={backbone!r}")
     if not isinstance(image_size, int) or image_size < 64 or image_size % 32:
-        raise ValueError("`image_size` must be a multiple of 32, >= 64. "
+        raise ArgumentError("`image_size` must be a multiple of 32, >= 64. "
                          f"Received: image_size={image_size!r}")
     from_file = backbone_weights is not None and str(backbone_weights).endswith(".keras")
     encoder = zoo.get_model(
@@ -68,13 +70,13 @@ def copy_backbone_weights(path, encoder):
     from keras_cra.files import load_keras_model
 
     if not os.path.exists(path):
-        raise ValueError(f"`backbone_weights` file not found. Received: backbone_weights={path}")
+        raise ArgumentError(f"`backbone_weights` file not found. Received: backbone_weights={path}")
     source = load_keras_model(path, "backbone_weights")
     by_name = {layer.name: layer for layer in source.layers}
     missing = [layer.name for layer in encoder.layers
                if layer.weights and layer.name not in by_name]
     if missing:
-        raise ValueError(
+        raise ArgumentError(
             f"{len(missing)} weighted layers of the backbone are not in {path} (e.g. "
             f"{', '.join(missing[:3])}); is it the same backbone and attention? "
             f"Received: backbone_weights={path}")
@@ -84,12 +86,12 @@ def copy_backbone_weights(path, encoder):
         if other is None or not layer.weights:
             continue
         if [w.shape for w in layer.weights] != [w.shape for w in other.weights]:
-            raise ValueError(
+            raise ArgumentError(
                 f"Layer {layer.name!r} has other shapes in {path}; is it the same backbone "
                 f"and attention? Received: backbone_weights={path}")
         layer.set_weights(other.get_weights())
         copied += 1
     if copied == 0:
-        raise ValueError(f"No layer of the backbone was found in {path}. "
+        raise ArgumentError(f"No layer of the backbone was found in {path}. "
                          f"Received: backbone_weights={path}")
     return copied

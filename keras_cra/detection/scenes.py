@@ -11,6 +11,7 @@ test scenes only test items.
 import numpy as np
 
 from keras_cra.detection import boxes as boxes_lib
+from keras_cra.errors import ArgumentError
 
 CLASS_NAMES = ("T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt",
                "Sneaker", "Bag", "Ankle boot")
@@ -63,12 +64,12 @@ def make_scenes(split="train", count=1000, size=96, max_items=4, seed=0,
     from keras_cra.data import fashion_mnist
 
     if split not in ("train", "test"):
-        raise ValueError(f"`split` must be 'train' or 'test'. Received: split={split!r}")
+        raise ArgumentError(f"`split` must be 'train' or 'test'. Received: split={split!r}")
     for name, value, low in (("count", count, 1), ("size", size, 48), ("max_items", max_items, 1)):
         if isinstance(value, bool) or not isinstance(value, int) or value < low:
-            raise ValueError(f"`{name}` must be an integer >= {low}. Received: {name}={value!r}")
+            raise ArgumentError(f"`{name}` must be an integer >= {low}. Received: {name}={value!r}")
     if max_items > 8:
-        raise ValueError(f"`max_items` must be <= 8. Received: max_items={max_items}")
+        raise ArgumentError(f"`max_items` must be <= 8. Received: max_items={max_items}")
     items, item_labels = _items(split, manual_dir or fashion_mnist.DEBIAN_DIR)
     rng = np.random.default_rng([seed, 0 if split == "train" else 1])
     images = np.zeros((count, size, size), np.uint8)

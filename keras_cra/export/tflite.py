@@ -2,9 +2,8 @@
 
 import numpy as np
 
-from keras_cra.errors import UserError
+from keras_cra.errors import ArgumentError, UserError
 from keras_cra.export.base import ExportError, ExportFormat
-
 
 # What `convert` can do; each is registered as an export format in formats.py.
 QUANTIZATIONS = ("float32", "float16", "dynamic", "int8")
@@ -19,7 +18,7 @@ def _concrete_function(model, batch_size, input_dtype=None, preprocess=None):
 
     shape = (batch_size,) + tuple(model.input_shape[1:])
     if any(d is None for d in shape[1:]):
-        raise ValueError(
+        raise ArgumentError(
             "TFLite export needs a model with a fixed input size; rebuild it "
             "with a concrete `input_shape`. "
             f"Received: model.input_shape={model.input_shape}"
@@ -68,12 +67,12 @@ def convert(
     import tensorflow as tf
 
     if quantization not in QUANTIZATIONS:
-        raise ValueError(
+        raise ArgumentError(
             f"`quantization` must be one of {QUANTIZATIONS}. "
             f"Received: quantization={quantization!r}"
         )
     if integer_io not in ("float", "int8", "uint8"):
-        raise ValueError(
+        raise ArgumentError(
             "`integer_io` must be one of 'float', 'int8', 'uint8'. "
             f"Received: integer_io={integer_io!r}"
         )
@@ -100,7 +99,7 @@ def convert(
         converter.optimizations = [tf.lite.Optimize.DEFAULT]
     elif quantization == "int8":
         if representative_data is None:
-            raise ValueError(
+            raise ArgumentError(
                 "Full-integer quantization needs calibration data. "
                 "Received: representative_data=None"
             )
@@ -108,7 +107,7 @@ def convert(
         batches = [np.asarray(b) for b in representative_data]
         for b in batches:
             if b.ndim != len(expected) + 1 or tuple(b.shape[1:]) != expected:
-                raise ValueError(
+                raise ArgumentError(
                     "Each representative batch must have shape "
                     f"(batch, {', '.join(map(str, expected))}). "
                     f"Received: representative_data batch shape={b.shape}"

@@ -2,12 +2,14 @@
 
 import keras
 
+from keras_cra.errors import ArgumentError
+
 
 def standardize_data_format(data_format):
     if data_format is None:
         return keras.config.image_data_format()
     if data_format not in ("channels_last", "channels_first"):
-        raise ValueError(
+        raise ArgumentError(
             "`data_format` must be 'channels_last' or 'channels_first'. "
             f"Received: data_format={data_format!r}"
         )
@@ -21,14 +23,14 @@ def channel_axis(data_format):
 def channels_of(input_shape, data_format):
     """The channel count of a rank-4 `input_shape`, with clear errors."""
     if input_shape is None or len(input_shape) != 4:
-        raise ValueError(
+        raise ArgumentError(
             "Input must be a rank-4 tensor (batch, height, width, channels) "
             "or (batch, channels, height, width). "
             f"Received: input_shape={input_shape}"
         )
     channels = input_shape[channel_axis(data_format)]
     if channels is None:
-        raise ValueError(
+        raise ArgumentError(
             "The channel dimension of the input must be known when the layer "
             f"is built (data_format={data_format!r}). "
             f"Received: input_shape={input_shape}"

@@ -3,6 +3,7 @@
 import keras
 from keras import ops
 
+from keras_cra.errors import ArgumentError
 from keras_cra.layers import _utils
 
 
@@ -105,7 +106,7 @@ class ChannelGate(keras.layers.Layer):
         """
         kernel, last_bias = self.near_identity_weights()
         if last_bias is None:
-            raise ValueError(
+            raise ArgumentError(
                 f"`near_identity=True` needs a gate with a bias to start at 1; "
                 f"{type(self).__name__} has none ({self.NO_NEAR_IDENTITY}). "
                 f"Received: attention={type(self).__name__}"

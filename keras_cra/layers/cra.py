@@ -5,10 +5,11 @@ import contextvars
 import functools
 import itertools
 
-import numpy as np
 import keras
+import numpy as np
 from keras import ops
 
+from keras_cra.errors import ArgumentError
 from keras_cra.layers import _utils
 from keras_cra.layers.base import ChannelGate
 
@@ -343,7 +344,7 @@ class ChannelReassessmentAttention(ChannelGate):
             or not isinstance(pool_size, (int, np.integer))
             or pool_size < 1
         ):
-            raise ValueError(
+            raise ArgumentError(
                 "`pool_size` must be a positive integer. "
                 f"Received: pool_size={pool_size!r}"
             )

@@ -5,6 +5,7 @@ import math
 import keras
 from keras import ops
 
+from keras_cra.errors import ArgumentError
 from keras_cra.layers.base import ChannelGate
 
 
@@ -78,7 +79,7 @@ class EfficientChannelAttention(ChannelGate):
             or kernel_size < 1
             or kernel_size % 2 == 0
         ):
-            raise ValueError(
+            raise ArgumentError(
                 "`kernel_size` must be None or an odd positive integer. "
                 f"Received: kernel_size={kernel_size!r}"
             )

@@ -2,6 +2,7 @@
 
 import keras
 
+from keras_cra.errors import ArgumentError
 from keras_cra.layers.cra import ChannelReassessmentAttention
 from keras_cra.layers.eca import EfficientChannelAttention
 from keras_cra.layers.se import SqueezeExcitation
@@ -28,7 +29,7 @@ def canonical_attention_name(attention):
             return None
         if key in ATTENTIONS:
             return key
-    raise ValueError(
+    raise ArgumentError(
         "`attention` must be one of "
         f"{sorted(ATTENTIONS) + ['none', None]} or a keras Layer. "
         f"Received: attention={attention!r}"

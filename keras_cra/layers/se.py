@@ -3,6 +3,7 @@
 import keras
 from keras import ops
 
+from keras_cra.errors import ArgumentError
 from keras_cra.layers.base import ChannelGate
 
 
@@ -68,7 +69,7 @@ class SqueezeExcitation(ChannelGate):
             **kwargs,
         )
         if isinstance(reduction, bool) or not isinstance(reduction, int) or reduction < 1:
-            raise ValueError(
+            raise ArgumentError(
                 "`reduction` must be a positive integer. "
                 f"Received: reduction={reduction!r}"
             )

@@ -6,7 +6,6 @@ import os
 
 from keras_cra.cli import UsageError, check_output_dir, run  # noqa: F401 (re-exported)
 
-
 # Written into every `make demo` run folder, so a rerun of the demo replaces
 # only a folder the demo itself made (a user's --out is never deleted).
 DEMO_MARKER = ".keras_cra_demo"

@@ -16,6 +16,7 @@ import time
 import numpy as np
 
 from keras_cra.cli import UsageError, check_output_dir
+from keras_cra.errors import ArgumentError
 from keras_cra.files import write_json_atomic
 from keras_cra.training import train as train_lib
 from keras_cra.training.common import (
@@ -99,15 +100,12 @@ def validate(c):
 def _datasets(config):
     from keras_cra.detection import data
 
-    try:
-        train_ds, class_names, n_train = data.load(
-            config.dataset, config.train_split, config.image_size, config.max_boxes,
-            config.train_count, config.data_dir, config.manual_dir, seed=config.seed)
-        eval_ds, _, n_eval = data.load(
-            config.dataset, config.eval_split, config.image_size, config.max_boxes,
-            config.eval_count, config.data_dir, config.manual_dir, seed=config.seed)
-    except ValueError as e:  # DetectionDataError, and the scenes' argument checks
-        raise UsageError(str(e)) from e
+    train_ds, class_names, n_train = data.load(
+        config.dataset, config.train_split, config.image_size, config.max_boxes,
+        config.train_count, config.data_dir, config.manual_dir, seed=config.seed)
+    eval_ds, _, n_eval = data.load(
+        config.dataset, config.eval_split, config.image_size, config.max_boxes,
+        config.eval_count, config.data_dir, config.manual_dir, seed=config.seed)
     if config.train_count:
         train_ds, n_train = train_ds.take(config.train_count), min(n_train, config.train_count)
     if config.eval_count:
@@ -165,7 +163,7 @@ def _train(config, initial_epoch):
     try:
         model = build_detector(config.backbone, len(class_names), config.image_size,
                                config.attention, config.backbone_weights, config.head_convs)
-    except ValueError as e:
+    except ArgumentError as e:
         raise UsageError(f"Cannot build the detector: {e}") from e
     _compile(model, config, steps)
     if config.resume:

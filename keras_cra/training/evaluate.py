@@ -6,7 +6,14 @@ import os
 
 import numpy as np
 
-from keras_cra.cli import UsageError, check_output_dir, check_output_file, load_keras_model, run
+from keras_cra.cli import (
+    UsageError,
+    check_output_dir,
+    check_output_file,
+    load_keras_model,
+    run,
+)
+from keras_cra.errors import ArgumentError
 from keras_cra.files import atomic_output
 from keras_cra.training.common import print_table
 
@@ -139,7 +146,7 @@ def evaluate(model_path, dataset="fashion_mnist", split="test", data_dir=None,
         try:
             stats = inspect.gate_statistics(model, np.concatenate(first_images)[:gate_images],
                                             batch_size=batch_size)
-        except ValueError as e:
+        except ArgumentError as e:
             raise UsageError(f"--gates: {e}") from e
         with atomic_output(gates, "--gates", overwrite) as tmp:
             inspect.plot_gate_statistics(stats, tmp)

@@ -9,9 +9,9 @@ import argparse
 import dataclasses
 import os
 
-from keras_cra.training import train as train_lib
 from keras_cra.cli import check_output_dir, run
 from keras_cra.files import atomic_output, write_json_atomic
+from keras_cra.training import train as train_lib
 from keras_cra.training.common import (
     UsageError,
     configure_determinism,
@@ -32,14 +32,11 @@ def build_backbone(config):
 
     if not config.weights:
         raise UsageError("--weights is required (a registered name or a .keras/.weights.h5 file).")
-    try:
-        return zoo.get_model(
-            config.model, include_top=False, weights=config.weights,
-            input_shape=(config.image_size, config.image_size, 3),
-            attention=config.attention,
-        )
-    except (ValueError, FileNotFoundError) as e:
-        raise UsageError(str(e)) from e
+    return zoo.get_model(  # its errors for users are UserErrors already
+        config.model, include_top=False, weights=config.weights,
+        input_shape=(config.image_size, config.image_size, 3),
+        attention=config.attention,
+    )
 
 
 def finetune(config):

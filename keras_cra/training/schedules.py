@@ -5,6 +5,8 @@ import math
 import keras
 from keras import ops
 
+from keras_cra.errors import ArgumentError
+
 
 def _tracing_graph():
     """The TensorFlow graph being traced, or `None` when executing eagerly or on another
@@ -37,7 +39,7 @@ class EpochSchedule(keras.optimizers.schedules.LearningRateSchedule):
     def __init__(self, base_lr, steps_per_epoch, epochs, schedule="step",
                  milestones=(), gamma=0.1, warmup_epochs=0):
         if schedule not in ("step", "cosine"):
-            raise ValueError(
+            raise ArgumentError(
                 f"`schedule` must be 'step' or 'cosine'. Received: schedule={schedule!r}"
             )
         self.base_lr = float(base_lr)

@@ -10,6 +10,7 @@ import sys
 import time
 
 from keras_cra.cli import check_output_dir, load_keras_model, read_json
+from keras_cra.errors import ArgumentError
 from keras_cra.files import PARTIAL, remove_stale_partials, write_json_atomic
 from keras_cra.layers.registry import attention_choices
 from keras_cra.training.common import (
@@ -399,7 +400,7 @@ def build_model(config, num_classes, channels):
             attention=config.attention,
             classifier_activation=None,
         )
-    except ValueError as e:
+    except ArgumentError as e:  # the builder's own argument errors, with the model's name
         raise UsageError(f"Cannot build {config.model}: {e}") from e
 
 
