@@ -19,7 +19,9 @@ import numpy as np
 
 from keras_cra.cli import UsageError, check_output_dir, read_json, run
 from keras_cra.training import train as train_lib
-from keras_cra.training.common import LOCK_FILE, print_table, run_folder_lock
+from keras_cra.training import run_folder
+from keras_cra.training.common import print_table
+from keras_cra.training.config import config_from_args
 
 GRID_FILE = "grid.json"
 RESULTS_CSV = "results.csv"
@@ -74,7 +76,7 @@ def check_grid(attentions, seeds):
 
 def recipe_of(config):
     """The settings every run of a grid shares (a resolved TrainConfig)."""
-    return {k: v for k, v in train_lib._json_value(dataclasses.asdict(config)).items()
+    return {k: v for k, v in run_folder.json_value(dataclasses.asdict(config)).items()
             if k not in NOT_RECIPE}
 
 
@@ -91,7 +93,7 @@ def _check_grid_folder(out, recipe):
                 + ". Use its settings or choose another --out. Nothing was overwritten."
             )
         return
-    others = set(os.listdir(out)) - {LOCK_FILE} if os.path.isdir(out) else set()
+    others = set(os.listdir(out)) - {run_folder.LOCK_FILE} if os.path.isdir(out) else set()
     if others:
         raise UsageError(
             f"{out} is not empty and holds no ablation grid ({', '.join(sorted(others))}); "
@@ -191,7 +193,7 @@ def ablate(config, attentions, seeds, out, verbose=0, on_run=None):
     recipe = recipe_of(base)
     rows, macs_by_attention = [], {}
     _check_grid_folder(out, recipe)
-    with run_folder_lock(out):
+    with run_folder.lock(out):
         _check_grid_folder(out, recipe)  # again, now that no other grid runs here
         if not os.path.exists(os.path.join(out, GRID_FILE)):
             with open(os.path.join(out, GRID_FILE), "w") as f:
@@ -352,7 +354,7 @@ def plot_top1(summary, path):
 def build_parser():
     p = argparse.ArgumentParser(
         description="Train every (attention, seed) pair with one recipe and compare them.")
-    train_lib.add_model_data_and_optimizer_args(p, skip=("attention", "seed", "out"))
+    train_lib.add_train_args(p, skip=("attention", "seed", "out"))
     p.add_argument("--schedule", default="step", choices=["step", "cosine"])
     p.add_argument("--milestones", type=int, nargs="*", default=None)
     p.add_argument("--attention", default="none,se,eca,cra",
@@ -369,7 +371,7 @@ def main(argv=None):
     def command():
         attentions = parse_list(args.attention, "--attention")
         seeds = parse_list(args.seeds, "--seeds", int)
-        config = train_lib.config_from_args(args)
+        config = train_lib.check_milestones(config_from_args(args, train_lib.TrainConfig))
 
         def report(index, total, attention, seed, status):
             print(f"[{index + 1}/{total}] attention={attention} seed={seed}: {status}", flush=True)

@@ -1,57 +1,18 @@
 """Shared pieces of the training CLIs: errors, strategies, determinism, tables."""
 
-import contextlib
 import json
 import os
 
 from keras_cra.cli import UsageError, check_output_dir, run  # noqa: F401 (re-exported)
-
-# Written into every `make demo` run folder, so a rerun of the demo replaces
-# only a folder the demo itself made (a user's --out is never deleted).
-DEMO_MARKER = ".keras_cra_demo"
-
-
-# Held by a training for as long as it runs; a second one on the same folder is refused.
-LOCK_FILE = ".lock"
-
-
-@contextlib.contextmanager
-def run_folder_lock(out):
-    """Makes the run folder `out` and holds its lock file while the block runs."""
-    import filelock
-
-    check_output_dir(out)
-    os.makedirs(out, exist_ok=True)
-    lock = filelock.FileLock(os.path.join(out, LOCK_FILE), timeout=0)
-    try:
-        lock.acquire()
-    except filelock.Timeout as e:
-        raise UsageError(
-            f"Another training is running in {out} (it holds {os.path.join(out, LOCK_FILE)}); "
-            "wait for it or choose another --out."
-        ) from e
-    try:
-        yield
-    finally:
-        lock.release()
 
 
 def run_cli(fn, out=None):
     """Runs a resumable training command (see `keras_cra.cli.run`); on Ctrl-C or SIGTERM
     it prints how to go on from what the run folder holds (`out`: a function of no
     arguments giving the folder, or `None`)."""
+    from keras_cra.training.run_folder import resume_hint
+
     return run(fn, resumable=True, interrupted=(lambda: resume_hint(out())) if out else None)
-
-
-def resume_hint(folder):
-    """How to go on with the run folder `folder` after an interruption."""
-    if folder and not os.path.exists(os.path.join(folder, "state.json")) and not os.path.exists(
-            os.path.join(folder, "last.keras")):
-        return (f"interrupted before the first epoch finished: nothing to resume in {folder}; "
-                "run the same command again (without --resume) to start over, which replaces "
-                "the unfinished run")
-    return (f"interrupted; the last finished epoch is kept in {folder}: continue with the same "
-            "command and --resume")
 
 
 def configure_cpu_devices(n):

@@ -13,7 +13,9 @@ import time
 from keras_cra.cli import run
 from keras_cra.export.cli import add_max_int8_drop_argument
 from keras_cra.layers.registry import attention_choices
-from keras_cra.training.common import DEMO_MARKER, UsageError, print_table
+from keras_cra.training.common import UsageError, print_table
+from keras_cra.training.config import progress_verbosity
+from keras_cra.training.run_folder import DEMO_MARKER
 
 
 def prepare_out(out):
@@ -49,7 +51,7 @@ def demo(out="runs/demo", export_dir="saved_models/cra_resnet20_fashion_mnist",
         train_split=f"train[:{train_examples}]", eval_split=f"test[:{eval_examples}]",
         epochs=epochs, batch_size=batch_size, lr=0.1, schedule="cosine",
         warmup_epochs=min(0.5, epochs / 4), data_dir=data_dir, out=out,
-        verbose=train_lib.progress_verbosity(verbose),
+        verbose=progress_verbosity(verbose),
     )
     metrics = train_lib.train(config)
     summary = {"train_examples": train_examples, "epochs": epochs, "top1": metrics["top1"],

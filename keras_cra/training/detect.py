@@ -18,42 +18,41 @@ import numpy as np
 from keras_cra.cli import UsageError, check_output_dir
 from keras_cra.errors import ArgumentError
 from keras_cra.files import write_json_atomic
-from keras_cra.training import train as train_lib
-from keras_cra.training.common import (
-    build_loss_trackers,
-    build_optimizer,
-    print_table,
-    run_cli,
-    run_folder_lock,
+from keras_cra.training import run_folder
+from keras_cra.training.common import build_loss_trackers, build_optimizer, print_table, run_cli
+from keras_cra.training.config import (
+    RunConfig,
+    add_run_args,
+    check_int,
+    flag,
+    given_flags,
+    progress_verbosity,
+    validate_run,
 )
 
-PREDICTIONS_PNG = train_lib.PREDICTIONS_PNG
+PREDICTIONS_PNG = run_folder.PREDICTIONS_PNG
 
 
 @dataclasses.dataclass
-class DetectConfig:
-    backbone: str = "CRAResNet18"
-    attention: str = "cra"
-    backbone_weights: str | None = None
+class DetectConfig(RunConfig):
+    """A detector's training run: `RunConfig`'s settings (with a detector's defaults), the
+    backbone, the boxes and the head."""
+
     dataset: str = "fashion_mnist_scenes"
-    train_split: str = "train"
-    eval_split: str = "test"
-    train_count: int | None = None
-    eval_count: int | None = None
-    data_dir: str | None = None
-    manual_dir: str | None = None
     image_size: int = 96
-    max_boxes: int = 20
-    head_convs: int = 2
     epochs: int = 10
     batch_size: int = 16
     lr: float = 1e-3
     warmup_epochs: float = 0.5
-    seed: int = 0
-    export: str | None = None
     out: str = "runs/detect"
-    resume: bool = False
     verbose: int = 2
+    backbone: str = "CRAResNet18"
+    backbone_weights: str | None = None
+    train_count: int | None = None
+    eval_count: int | None = None
+    max_boxes: int = 20
+    head_convs: int = 2
+    export: str | None = None
 
     def resolved(self):
         out = dataclasses.replace(self)
@@ -72,29 +71,23 @@ MAX_COUNT = 10_000_000
 
 
 def validate(c):
-    check_int = train_lib.check_int
-    for key, high in (("image_size", train_lib.MAX_IMAGE_SIZE), ("max_boxes", MAX_BOXES),
-                      ("head_convs", MAX_HEAD_CONVS), ("epochs", train_lib.MAX_EPOCHS),
-                      ("batch_size", train_lib.MAX_BATCH_SIZE)):
-        check_int(f"--{key.replace('_', '-')}", getattr(c, key), 1, high)
+    for key in ("image_size", "epochs", "batch_size", "lr"):
+        if getattr(c, key) is None:  # required here (RunConfig lets a recipe fill them)
+            raise UsageError(f"{flag(key)} must be given. Received: {flag(key)} None")
+    validate_run(c)
+    for key, high in (("max_boxes", MAX_BOXES), ("head_convs", MAX_HEAD_CONVS)):
+        check_int(flag(key), getattr(c, key), 1, high)
     for key in ("train_count", "eval_count"):
         if getattr(c, key) is not None:
-            check_int(f"--{key.replace('_', '-')}", getattr(c, key), 1, MAX_COUNT)
+            check_int(flag(key), getattr(c, key), 1, MAX_COUNT)
     if c.image_size % 32 or c.image_size < 64:
         raise UsageError(f"--image-size must be a multiple of 32, >= 64. "
                          f"Received: --image-size {c.image_size}")
-    check_int("--seed", c.seed, 0, train_lib.MAX_SEED)
-    train_lib._finite("lr", c.lr, low=0, low_open=True)
-    train_lib._finite("warmup_epochs", c.warmup_epochs, low=0)
-    if c.warmup_epochs > 0 and c.warmup_epochs >= c.epochs:
-        raise UsageError(f"--warmup-epochs ({c.warmup_epochs}) must be shorter than "
-                         f"--epochs ({c.epochs}).")
     from keras_cra.applications import zoo
 
     if c.backbone not in zoo.ZOO:
         raise UsageError(f"Unknown backbone. Valid names: {zoo.names()}. "
                          f"Received: --backbone {c.backbone}")
-    train_lib.check_attention(c.attention)
 
 
 def _datasets(config):
@@ -129,8 +122,8 @@ def train_detector(config):
     config = config.resolved()
     validate(config)
     check_output_dir(config.out)
-    with run_folder_lock(config.out):
-        initial_epoch, _ = train_lib._prepare_out(config)
+    with run_folder.lock(config.out):
+        initial_epoch, _ = run_folder.prepare(config)
         return _train(config, initial_epoch)
 
 
@@ -274,37 +267,21 @@ def draw_predictions(examples, class_names, path, min_score=0.3):
 
 def build_parser():
     p = argparse.ArgumentParser(description="Train a RetinaNet on a CRA backbone.")
-    from keras_cra.layers.registry import attention_choices
-
+    add_run_args(p, DetectConfig, helps={
+        "dataset": "fashion_mnist_scenes (offline), coco/2017 or voc/2007 (tfds)"})
     p.add_argument("--backbone", default="CRAResNet18")
-    p.add_argument("--attention", default="cra", choices=attention_choices())
     p.add_argument("--backbone-weights", default=None,
                    help="imagenet (the zoo's registered weights) or a .keras classifier")
-    p.add_argument("--dataset", default="fashion_mnist_scenes",
-                   help="fashion_mnist_scenes (offline), coco/2017 or voc/2007 (tfds)")
-    p.add_argument("--train-split", default="train")
-    p.add_argument("--eval-split", default="test")
     p.add_argument("--train-count", type=int, default=None,
                    help="training images (scenes: how many to make; tfds: the first N)")
     p.add_argument("--eval-count", type=int, default=None)
-    p.add_argument("--data-dir", default=None)
-    p.add_argument("--manual-dir", default=None)
-    p.add_argument("--image-size", type=int, default=96)
     p.add_argument("--max-boxes", type=int, default=20)
     p.add_argument("--head-convs", type=int, default=2)
-    p.add_argument("--epochs", type=int, default=10)
-    p.add_argument("--batch-size", type=int, default=16)
-    p.add_argument("--lr", type=float, default=1e-3)
-    p.add_argument("--warmup-epochs", type=float, default=0.5)
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--out", default="runs/detect")
     p.add_argument("--export", default=None, metavar="DIR",
                    help="after training, export the detector to DIR (SavedModel with NMS, "
                         "builtins-only TFLite up to the decoded boxes), verified against Keras")
-    p.add_argument("--resume", action="store_true")
     p.add_argument("--quick", action="store_true",
                    help="a tiny run (64 scenes of 64x64, one epoch) to check the setup")
-    p.add_argument("--verbose", type=int, default=None, choices=[0, 1, 2])
     return p
 
 
@@ -314,14 +291,13 @@ def main(argv=None):
 
     def command():
         if args.resume:
-            config = train_lib.config_for_resume(args, train_lib.given_flags(parser, argv),
-                                                 DetectConfig)
+            config = run_folder.config_for_resume(args, given_flags(parser, argv), DetectConfig)
         else:
             values = {f.name: getattr(args, f.name) for f in dataclasses.fields(DetectConfig)}
             if args.quick:
-                given = train_lib.given_flags(parser, argv)
+                given = given_flags(parser, argv)
                 values.update({k: v for k, v in QUICK.items() if k not in given})
-            values["verbose"] = train_lib.progress_verbosity(args.verbose)
+            values["verbose"] = progress_verbosity(args.verbose)
             config = DetectConfig(**values)
         print_table(f"Detection ({config.out})", train_detector(config))
 

@@ -84,7 +84,7 @@ def evaluate(model_path, dataset="fashion_mnist", split="test", data_dir=None,
         check_output_dir(out)
         for name in EVAL_FILES:
             check_output_file(os.path.join(out, name), "--out", overwrite)
-    from keras_cra.training.train import MAX_BATCH_SIZE, check_int
+    from keras_cra.training.config import MAX_BATCH_SIZE, check_int
 
     check_int("--batch-size", batch_size, 1, MAX_BATCH_SIZE)
     if gates is not None:
@@ -196,7 +196,7 @@ def main(argv=None):
     a = build_parser().parse_args(argv)
 
     def command():
-        from keras_cra.training.train import progress_verbosity
+        from keras_cra.training.config import progress_verbosity
 
         metrics, _ = evaluate(a.model, a.dataset, a.split, a.data_dir, a.manual_dir,
                               a.batch_size, a.out, verbose=progress_verbosity(None),

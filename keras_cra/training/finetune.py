@@ -11,13 +11,10 @@ import os
 
 from keras_cra.cli import check_output_dir, run
 from keras_cra.files import atomic_output, write_json_atomic
+from keras_cra.training import run_folder
 from keras_cra.training import train as train_lib
-from keras_cra.training.common import (
-    UsageError,
-    configure_determinism,
-    print_table,
-    run_folder_lock,
-)
+from keras_cra.training.common import UsageError, configure_determinism, print_table
+from keras_cra.training.config import check_finite, config_from_args
 
 
 @dataclasses.dataclass
@@ -47,10 +44,10 @@ def finetune(config):
         raise UsageError(
             f"--stage1-epochs must be in [1, --epochs). Received: {config.stage1_epochs}"
         )
-    train_lib._finite("stage2_lr_factor", config.stage2_lr_factor, low=0, low_open=True)
+    check_finite("stage2_lr_factor", config.stage2_lr_factor, low=0, low_open=True)
     check_output_dir(config.out)
-    with run_folder_lock(config.out):
-        train_lib._prepare_out(dataclasses.replace(config, resume=False))
+    with run_folder.lock(config.out):
+        run_folder.prepare(dataclasses.replace(config, resume=False))
         return _finetune(config)
 
 
@@ -60,7 +57,8 @@ def _finetune(config):
     from keras_cra import data
 
     configure_determinism(config.seed)
-    train_ds, eval_ds, info, eval_info, _ = train_lib.datasets(config)
+    train_ds, eval_ds, info, eval_info, _, image_size = train_lib.datasets(config)
+    config = dataclasses.replace(config, image_size=image_size)
     steps = data.steps_per_epoch(info.num_examples, config.batch_size)
     backbone = build_backbone(config)
     inputs = keras.Input(backbone.input_shape[1:])
@@ -99,7 +97,7 @@ def build_parser():
     p = argparse.ArgumentParser(
         description="Fine-tune a pretrained CRA model on a new dataset: a new head on the "
                     "frozen backbone, then everything at a lower learning rate.")
-    train_lib.add_model_data_and_optimizer_args(p)
+    train_lib.add_train_args(p, FinetuneConfig)
     p.add_argument("--weights", required=True,
                    help="a registered weights name (e.g. imagenet) or a .keras/.weights.h5 file")
     p.add_argument("--stage1-epochs", type=int, default=1)
@@ -110,7 +108,7 @@ def build_parser():
 
 def main(argv=None):
     args = build_parser().parse_args(argv)
-    config = train_lib.config_from_args(args, FinetuneConfig)
+    config = train_lib.check_milestones(config_from_args(args, FinetuneConfig))
 
     def command():
         print_table(f"Fine-tuning result ({config.out})", finetune(config))

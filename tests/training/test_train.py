@@ -329,8 +329,8 @@ def test_demo_never_deletes_a_folder_it_did_not_make(tmp_path, capsys):
 
 def test_demo_replaces_its_own_previous_run(tmp_path):
     from keras_cra.training import demo as demo_lib
-    from keras_cra.training.common import DEMO_MARKER
-    from keras_cra.training.train import TrainConfig, _prepare_out
+    from keras_cra.training.run_folder import DEMO_MARKER, prepare
+    from keras_cra.training.train import TrainConfig
 
     out = tmp_path / "run"
     demo_lib.prepare_out(str(out))
@@ -339,7 +339,7 @@ def test_demo_replaces_its_own_previous_run(tmp_path):
     demo_lib.prepare_out(str(out))
     assert os.listdir(out) == [DEMO_MARKER]
     # training accepts the fresh demo folder
-    assert _prepare_out(TrainConfig(out=str(out))) == (0, None)
+    assert prepare(TrainConfig(out=str(out))) == (0, None)
 
 
 @pytest.mark.parametrize("prebuild", [False, True])
