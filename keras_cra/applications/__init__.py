@@ -4,6 +4,7 @@ from keras_cra.applications import weights
 from keras_cra.applications import zoo
 from keras_cra.applications.mobilenet_v2 import CRAMobileNetV2
 from keras_cra.applications.resnet import MODELS
+from keras_cra.applications.resnet import ResNet
 from keras_cra.applications.resnet import CRAResNet18
 from keras_cra.applications.resnet import CRAResNet20
 from keras_cra.applications.resnet import CRAResNet32

@@ -128,12 +128,6 @@ def torch_to_tf_inputs(channels, channels_first=False):
 
 
 zoo.register(zoo.ZooEntry(
-    name="CRAMobileNetV2",
-    family="mobilenet_v2",
-    builder=CRAMobileNetV2,
-    style="imagenet",
-    default_size=224,
+    name="CRAMobileNetV2", builder=CRAMobileNetV2, style="imagenet", default_size=224,
     min_size=32,
-    preprocessing="torch",
-    feature_levels=(),
 ))

@@ -12,6 +12,9 @@ CIFAR-style models (He et al. 2016, 6n+2 layers, 16/32/64 filters) use a
 changes (option B).
 """
 
+import functools
+import inspect
+
 import keras
 from keras import layers
 
@@ -24,35 +27,18 @@ from keras_cra.layers.registry import canonical_attention_name, get_attention
 BN_EPSILON = 1e-5
 BN_MOMENTUM = 0.9  # PyTorch's momentum=0.1
 
-# Every model is a row of this table.
+# The architecture of every named variant (filled by `@variant` below):
 #   style: "imagenet" (7x7 stem, 4 stages) or "cifar" (3x3 stem, 3 stages)
 #   block: "basic" or "bottleneck"; depths: blocks per stage
 #   groups / width_per_group: ResNeXt cardinality and width (bottleneck)
-MODELS = {
-    "CRAResNet18": dict(style="imagenet", block="basic", depths=(2, 2, 2, 2)),
-    "CRAResNet34": dict(style="imagenet", block="basic", depths=(3, 4, 6, 3)),
-    "CRAResNet50": dict(style="imagenet", block="bottleneck", depths=(3, 4, 6, 3)),
-    "CRAResNet101": dict(style="imagenet", block="bottleneck", depths=(3, 4, 23, 3)),
-    "CRAResNet152": dict(style="imagenet", block="bottleneck", depths=(3, 8, 36, 3)),
-    "CRAResNeXt50": dict(
-        style="imagenet", block="bottleneck", depths=(3, 4, 6, 3),
-        groups=32, width_per_group=4,
-    ),
-    "CRAResNeXt101": dict(
-        style="imagenet", block="bottleneck", depths=(3, 4, 23, 3),
-        groups=32, width_per_group=4,
-    ),
-    "CRAResNet20": dict(style="cifar", block="basic", depths=(3, 3, 3)),
-    "CRAResNet32": dict(style="cifar", block="basic", depths=(5, 5, 5)),
-    "CRAResNet56": dict(style="cifar", block="basic", depths=(9, 9, 9)),
-    "CRAResNet110": dict(style="cifar", block="basic", depths=(18, 18, 18)),
-}
+MODELS = {}
 
 STYLES = {
-    # default input size, minimum input size, stage filters, first stage index
-    "imagenet": dict(default_size=224, min_size=32, filters=(64, 128, 256, 512)),
-    "cifar": dict(default_size=32, min_size=8, filters=(16, 32, 64)),
+    # default input size, minimum input size, stage filters, level of the first stage
+    "imagenet": dict(default_size=224, min_size=32, filters=(64, 128, 256, 512), first_level=2),
+    "cifar": dict(default_size=32, min_size=8, filters=(16, 32, 64), first_level=0),
 }
+BLOCKS = ("basic", "bottleneck")
 
 def conv_initializer():
     """torchvision's kaiming_normal_(mode="fan_out"), a new instance per layer.
@@ -90,13 +76,13 @@ def _attention_suffix(attention):
     return canonical_attention_name(attention)
 
 
-def _block(x, spec, filters, stride, name, attention, attention_kwargs):
+def _block(x, block, groups, width_per_group, filters, stride, name, attention,
+           attention_kwargs):
     """One residual block; layer names follow keras.applications.resnet."""
     channel_axis = -1 if keras.config.image_data_format() == "channels_last" else 1
     in_channels = x.shape[channel_axis]
-    if spec["block"] == "bottleneck":
-        groups = spec.get("groups", 1)
-        width = int(filters * (spec.get("width_per_group", 64) / 64.0)) * groups
+    if block == "bottleneck":
+        width = int(filters * (width_per_group / 64.0)) * groups
         out_channels = filters * 4
         y = _conv(x, width, 1, 1, name + "_1")
         y = layers.Activation("relu", name=name + "_1_relu")(_bn(y, name + "_1_bn"))
@@ -119,24 +105,51 @@ def _block(x, spec, filters, stride, name, attention, attention_kwargs):
     return layers.Activation("relu", name=name + "_out")(y)
 
 
-def stage_output_names(model_name):
-    """Names of the layers giving each stage's output (C2..C5 / C2..C4)."""
-    spec = MODELS[model_name]
-    first = 2
-    return [
-        f"conv{first + i}_block{depth}_out" for i, depth in enumerate(spec["depths"])
-    ]
+def stage_output_names(depths):
+    """Names of the layers giving each stage's output, e.g. `conv2_block3_out`."""
+    return [f"conv{2 + i}_block{depth}_out" for i, depth in enumerate(depths)]
 
 
-def pyramid_layers(model_name):
-    """`{"P{n}": stage output layer}`: level n is stride 2**n (C2..C5 of an ImageNet-style
-    model are P2..P5; a CIFAR-style model's stages, at strides 1, 2, 4, are P0..P2)."""
-    first = 2 if MODELS[model_name]["style"] == "imagenet" else 0
-    return {f"P{first + i}": name for i, name in enumerate(stage_output_names(model_name))}
+def pyramid_layers(depths, style):
+    """`{"P{n}": stage output layer}`: level n is stride 2**n (the stages of an
+    ImageNet-style model are P2..P5; a CIFAR-style model's, at strides 1, 2, 4, P0..P2)."""
+    first = STYLES[style]["first_level"]
+    return {f"P{first + i}": name for i, name in enumerate(stage_output_names(depths))}
+
+
+def _check_architecture(depths, block, groups, width_per_group, style, filters):
+    if style not in STYLES:
+        raise ArgumentError(f"`style` must be one of {sorted(STYLES)}. Received: style={style!r}")
+    if block not in BLOCKS:
+        raise ArgumentError(f"`block` must be one of {BLOCKS}. Received: block={block!r}")
+    if (not isinstance(depths, (list, tuple)) or not depths
+            or any(isinstance(d, bool) or not isinstance(d, int) or d < 1 for d in depths)):
+        raise ArgumentError("`depths` must be a non-empty sequence of positive integers (blocks "
+                            f"per stage). Received: depths={depths!r}")
+    filters = tuple(STYLES[style]["filters"] if filters is None else filters)
+    if len(filters) != len(depths) or any(
+            isinstance(f, bool) or not isinstance(f, int) or f < 1 for f in filters):
+        raise ArgumentError(
+            "`filters` must give one positive width per stage of `depths` (default: the "
+            f"style's {STYLES[style]['filters']}). Received: filters={filters!r}, "
+            f"depths={tuple(depths)!r}")
+    for arg, value in (("groups", groups), ("width_per_group", width_per_group)):
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise ArgumentError(f"`{arg}` must be a positive integer. Received: {arg}={value!r}")
+    if block == "basic" and (groups, width_per_group) != (1, 64):
+        raise ArgumentError("Grouped (ResNeXt) blocks need `block='bottleneck'`. "
+                            f"Received: block='basic', groups={groups}, "
+                            f"width_per_group={width_per_group}")
+    return tuple(depths), filters
 
 
 def ResNet(
-    model_name,
+    depths,
+    block="basic",
+    groups=1,
+    width_per_group=64,
+    style="imagenet",
+    filters=None,
     include_top=True,
     weights=None,
     input_tensor=None,
@@ -147,15 +160,57 @@ def ResNet(
     name=None,
     attention="cra",
     attention_kwargs=None,
+    model_name=None,
 ):
-    """Builds any model of `MODELS` by name (the public builders call this)."""
-    if model_name not in MODELS:
-        raise ArgumentError(
-            f"Unknown model. Valid names: {sorted(MODELS)}. "
-            f"Received: model_name={model_name!r}"
-        )
-    spec = MODELS[model_name]
-    style = STYLES[spec["style"]]
+    """Instantiates a CRA ResNet / ResNeXt of any depth and width.
+
+    The architecture is given as arguments (as keras-hub's `ResNetBackbone`
+    takes it); the named variants (`CRAResNet50`, ...) are this function with
+    their rows of `MODELS`. Everything else follows `keras.applications`.
+
+    Args:
+        depths: blocks per stage, e.g. `(3, 4, 6, 3)` for ResNet-50.
+        block: `"basic"` (two 3x3 convolutions) or `"bottleneck"` (1x1, 3x3,
+            1x1 with 4x expansion).
+        groups: groups of the bottleneck's 3x3 convolution (ResNeXt
+            cardinality); `1` for ResNet.
+        width_per_group: channels per group at the first stage (ResNeXt's
+            `d`); `64` for ResNet.
+        style: `"imagenet"` (7x7/2 stem and 3x3/2 max pool, stage widths 64,
+            128, 256, 512, inputs >= 32) or `"cifar"` (3x3 stem, widths 16,
+            32, 64, inputs >= 8).
+        filters: optional stage widths, one per stage (default: the style's).
+        include_top, weights, input_tensor, input_shape, pooling, classes,
+            classifier_activation, name: as in `keras.applications`
+            (registered weight names need `model_name`).
+        attention: `"cra"` (default), `"se"`, `"eca"`, `None`, or a layer
+            used as a template for every block.
+        attention_kwargs: optional dict of arguments of the attention layer.
+        model_name: the zoo name whose registered weights `weights` may name
+            (set by the named variants).
+
+    Returns:
+        A `keras.Model` (`include_top=True`) or a `keras_cra.Backbone`.
+
+    Example:
+
+    >>> tiny = keras_cra.applications.ResNet(
+    ...     depths=(1, 1), block="bottleneck", groups=4, width_per_group=4,
+    ...     style="cifar", filters=(8, 16), classes=3, input_shape=(16, 16, 3))
+
+    Reference:
+        - [Shen & Wen, Convolutional Neural Network optimization via Channel
+          Reassessment Attention module, 2020](https://arxiv.org/abs/2010.05605)
+        - [He et al., Deep Residual Learning for Image Recognition, CVPR 2016](
+          https://arxiv.org/abs/1512.03385)
+        - [Xie et al., Aggregated Residual Transformations for Deep Neural
+          Networks, CVPR 2017](https://arxiv.org/abs/1611.05431)
+    """
+    depths, filters = _check_architecture(depths, block, groups, width_per_group, style, filters)
+    architecture = dict(depths=depths, block=block, groups=groups,
+                        width_per_group=width_per_group, style=style, filters=filters)
+    weights_key = model_name or "this ResNet"
+    style_spec = STYLES[style]
     attention_name = _attention_suffix(attention)  # validates `attention`
     attention_kwargs = dict(attention_kwargs or {})
     if not isinstance(attention_kwargs, dict):
@@ -168,10 +223,10 @@ def ResNet(
             "`attention_kwargs` were given but `attention` is None. "
             f"Received: attention_kwargs={attention_kwargs!r}"
         )
-    classes, input_shape = weights_lib.defaults_for(weights, model_name, classes, input_shape,
+    classes, input_shape = weights_lib.defaults_for(weights, weights_key, classes, input_shape,
                                                     input_tensor)
     weights_lib.validate_weights_argument(
-        weights, model_name, include_top, classes, classifier_activation, attention_name
+        weights, weights_key, include_top, classes, classifier_activation, attention_name
     )
     if pooling not in (None, "avg", "max"):
         raise ArgumentError(
@@ -181,19 +236,19 @@ def ResNet(
 
     input_shape = _utils.input_shape_of(
         input_shape,
-        default_size=style["default_size"],
-        min_size=style["min_size"],
+        default_size=style_spec["default_size"],
+        min_size=style_spec["min_size"],
         data_format=keras.config.image_data_format(),
         require_flatten=include_top,
         # ImageNet weights fix the input (224x224x3 with a top); weights registered with an
         # input shape (small, fully convolutional nets) take any size.
         pretrained=weights_lib.is_pretrained_name(weights) and (
-            weights_lib.WEIGHTS.get((model_name, weights)) is None
-            or weights_lib.WEIGHTS[(model_name, weights)].input_shape is None),
+            weights_lib.WEIGHTS.get((weights_key, weights)) is None
+            or weights_lib.WEIGHTS[(weights_key, weights)].input_shape is None),
     )
     img_input = _utils.model_input(input_tensor, input_shape)
 
-    if spec["style"] == "imagenet":
+    if style == "imagenet":
         x = _conv(img_input, 64, 7, 2, "conv1")
         x = layers.Activation("relu", name="conv1_relu")(_bn(x, "conv1_bn"))
         x = layers.ZeroPadding2D(1, name="pool1_pad")(x)
@@ -202,12 +257,12 @@ def ResNet(
         x = _conv(img_input, 16, 3, 1, "conv1")
         x = layers.Activation("relu", name="conv1_relu")(_bn(x, "conv1_bn"))
 
-    for i, (depth, filters) in enumerate(zip(spec["depths"], style["filters"])):
+    for i, (depth, stage_filters) in enumerate(zip(depths, filters)):
         for j in range(depth):
             stride = 2 if (i > 0 and j == 0) else 1
             x = _block(
-                x, spec, filters, stride, f"conv{i + 2}_block{j + 1}",
-                attention, attention_kwargs,
+                x, block, groups, width_per_group, stage_filters, stride,
+                f"conv{i + 2}_block{j + 1}", attention, attention_kwargs,
             )
 
     if include_top:
@@ -230,58 +285,57 @@ def ResNet(
     if include_top:
         model = keras.Model(inputs, x, name=name)
     else:
-        model = Backbone(inputs, x, name=name, pyramid_layers=pyramid_layers(model_name))
+        model = Backbone(inputs, x, name=name, pyramid_layers=pyramid_layers(depths, style))
     if weights is not None:
         weights_lib.load_weights(
-            model, weights, model_name,
+            model, weights, weights_key,
             build_reference=lambda attention, classes: ResNet(
-                model_name, include_top=True, attention=attention, classes=classes,
-                classifier_activation=None),
+                **architecture, include_top=True, attention=attention, classes=classes,
+                classifier_activation=None, model_name=model_name),
         )
     return model
 
 
 def default_name(model_name, attention_name):
-    base = model_name[len("CRA"):].lower()
+    base = "resnet" if model_name is None else model_name[len("CRA"):].lower()
     return base if attention_name is None else f"{attention_name}_{base}"
 
 
-def feature_extractor(model, model_name=None):
-    """Returns a model mapping the input to the multi-scale stage outputs.
+def feature_extractor(model):
+    """Returns a model mapping the input to the stage outputs, by pyramid level.
 
-    For ImageNet-style models: `{"C2": stride 4, "C3": 8, "C4": 16, "C5": 32}`;
-    for CIFAR-style models `C2..C4` (stride 1, 2, 4). Use it with detection
-    or segmentation heads.
+    `{"P2": stride 4, "P3": 8, "P4": 16, "P5": 32}` for ImageNet-style models,
+    `{"P0": stride 1, "P1": 2, "P2": 4}` for CIFAR-style ones: the levels of
+    `Backbone.pyramid_outputs`, for a model with or without its top. Use it
+    with detection or segmentation heads.
 
     Args:
-        model: a model built by a `keras_cra.applications` builder
-            (any `include_top`).
-        model_name: its table name (e.g. `"CRAResNet50"`); inferred from the
-            layer names if `None`.
+        model: a model built by a `keras_cra.applications` ResNet builder
+            (any `include_top`), or any keras_cra `Backbone`.
     """
-    names = [l.name for l in model.layers]
-    depths = []
-    stage = 2
-    while any(n.startswith(f"conv{stage}_block") for n in names):
-        depths.append(
-            max(int(n.split("_")[1][5:]) for n in names if n.startswith(f"conv{stage}_block"))
-        )
-        stage += 1
-    if not depths:
-        raise ArgumentError(
-            "`model` has no `convN_blockM_out` layers; build it with a "
-            f"keras_cra.applications builder. Received: model={model.name!r}"
-        )
-    outputs = {
-        f"C{2 + i}": model.get_layer(f"conv{2 + i}_block{d}_out").output
-        for i, d in enumerate(depths)
-    }
+    if isinstance(model, Backbone):
+        levels = model.pyramid_layers
+    else:
+        names = [l.name for l in model.layers]
+        depths = []
+        while any(n.startswith(f"conv{len(depths) + 2}_block") for n in names):
+            stage = len(depths) + 2
+            depths.append(max(int(n.split("_")[1][5:]) for n in names
+                              if n.startswith(f"conv{stage}_block")))
+        if not depths:
+            raise ArgumentError(
+                "`model` has no `convN_blockM_out` layers; build it with a "
+                f"keras_cra.applications builder. Received: model={model.name!r}"
+            )
+        style = "imagenet" if any(n == "pool1_pool" for n in names) else "cifar"
+        levels = pyramid_layers(depths, style)
+    outputs = {level: model.get_layer(layer).output for level, layer in levels.items()}
     return keras.Model(model.inputs, outputs, name=model.name + "_features")
 
 
-_DOC = """Instantiates the {model_name} architecture{attention_note}.
+_DOC = """Instantiates the {model_name} architecture with Channel Reassessment Attention.
 
-    Architecture: {description}.
+    {summary} Architecture: {description}; `ResNet(**MODELS["{model_name}"])`.
 
     Args:
         include_top: whether to include the fully-connected layer at the top
@@ -315,7 +369,7 @@ _DOC = """Instantiates the {model_name} architecture{attention_note}.
             e.g. `{{"pool_size": 5}}`.
 
     Returns:
-        A Keras `Model` instance.
+        A Keras `Model` instance (a `keras_cra.Backbone` without the top).
 
     Example:
 
@@ -332,95 +386,134 @@ _DOC = """Instantiates the {model_name} architecture{attention_note}.
 """
 
 
-def _describe(spec):
-    block = "bottleneck" if spec["block"] == "bottleneck" else "basic"
-    text = f"{spec['style']}-style ResNet, {block} blocks, depths {spec['depths']}"
-    if spec.get("groups"):
-        text += f", ResNeXt {spec['groups']}x{spec['width_per_group']}d"
+def _describe(architecture):
+    text = (f"{architecture['style']}-style ResNet, {architecture['block']} blocks, depths "
+            f"{architecture['depths']}")
+    if architecture["groups"] > 1:
+        text += f", ResNeXt {architecture['groups']}x{architecture['width_per_group']}d"
     return text
 
 
-def _make_builder(model_name):
-    spec = MODELS[model_name]
+def variant(style, block, depths, groups=1, width_per_group=64):
+    """Registers the decorated function as a named variant of `ResNet`.
 
-    def builder(
-        include_top=True,
-        weights=None,
-        input_tensor=None,
-        input_shape=None,
-        pooling=None,
-        classes=1000,
-        classifier_activation="softmax",
-        name=None,
-        attention="cra",
-        attention_kwargs=None,
-    ):
-        return ResNet(
-            model_name,
-            include_top=include_top,
-            weights=weights,
-            input_tensor=input_tensor,
-            input_shape=input_shape,
-            pooling=pooling,
-            classes=classes,
-            classifier_activation=classifier_activation,
-            name=name,
-            attention=attention,
-            attention_kwargs=attention_kwargs,
+    The function states the `keras.applications` signature and a one-line
+    summary; calling it builds `ResNet` with this architecture (recorded in
+    `MODELS` under the function's name) and registers it in the zoo.
+    """
+    architecture = dict(style=style, block=block, depths=tuple(depths), groups=groups,
+                        width_per_group=width_per_group)
+
+    def register(fn):
+        signature = inspect.signature(fn)
+        model_name = fn.__name__
+
+        @functools.wraps(fn)
+        def builder(*args, **kwargs):
+            arguments = signature.bind(*args, **kwargs)
+            arguments.apply_defaults()
+            return ResNet(**architecture, **arguments.arguments, model_name=model_name)
+
+        size = STYLES[style]["default_size"]
+        builder.__doc__ = _DOC.format(
+            model_name=model_name,
+            summary=inspect.getdoc(fn) or "",
+            description=_describe(architecture),
+            default_shape=f"({size}, {size}, 3)",
+            min_size=STYLES[style]["min_size"],
+            default_name=default_name(model_name, "cra"),
+            example_shape="(96, 96, 3)" if style == "imagenet" else "(32, 32, 3)",
+            resnext_ref=(
+                "\n        - [Xie et al., Aggregated Residual Transformations for Deep "
+                "Neural Networks, CVPR 2017](https://arxiv.org/abs/1611.05431)"
+                if groups > 1 else ""
+            ),
         )
+        MODELS[model_name] = architecture
+        zoo.register(zoo.ZooEntry(
+            name=model_name, builder=builder, style=style,
+            default_size=STYLES[style]["default_size"], min_size=STYLES[style]["min_size"]))
+        return builder
 
-    size = STYLES[spec["style"]]["default_size"]
-    builder.__name__ = builder.__qualname__ = model_name
-    builder.__module__ = __name__
-    builder.__doc__ = _DOC.format(
-        model_name=model_name,
-        attention_note=" with Channel Reassessment Attention",
-        description=_describe(spec),
-        default_shape=f"({size}, {size}, 3)",
-        min_size=STYLES[spec["style"]]["min_size"],
-        default_name=default_name(model_name, "cra"),
-        example_shape="(96, 96, 3)" if spec["style"] == "imagenet" else "(32, 32, 3)",
-        resnext_ref=(
-            "\n        - [Xie et al., Aggregated Residual Transformations for Deep "
-            "Neural Networks, CVPR 2017](https://arxiv.org/abs/1611.05431)"
-            if spec.get("groups") else ""
-        ),
-    )
-    return builder
+    return register
 
 
-CRAResNet18 = _make_builder("CRAResNet18")
-CRAResNet34 = _make_builder("CRAResNet34")
-CRAResNet50 = _make_builder("CRAResNet50")
-CRAResNet101 = _make_builder("CRAResNet101")
-CRAResNet152 = _make_builder("CRAResNet152")
-CRAResNeXt50 = _make_builder("CRAResNeXt50")
-CRAResNeXt101 = _make_builder("CRAResNeXt101")
-CRAResNet20 = _make_builder("CRAResNet20")
-CRAResNet32 = _make_builder("CRAResNet32")
-CRAResNet56 = _make_builder("CRAResNet56")
-CRAResNet110 = _make_builder("CRAResNet110")
+# The named variants: the keras.applications signature, each one explicit.
+@variant("imagenet", "basic", (2, 2, 2, 2))
+def CRAResNet18(include_top=True, weights=None, input_tensor=None, input_shape=None,
+                pooling=None, classes=1000, classifier_activation="softmax", name=None,
+                attention="cra", attention_kwargs=None):
+    """ResNet-18."""
 
-BUILDERS = {
-    builder.__name__: builder
-    for builder in (CRAResNet18, CRAResNet34, CRAResNet50, CRAResNet101, CRAResNet152,
-                    CRAResNeXt50, CRAResNeXt101, CRAResNet20, CRAResNet32, CRAResNet56,
-                    CRAResNet110)
-}
-assert set(BUILDERS) == set(MODELS), "every row of MODELS needs its builder line above"
 
-for _name, _builder in BUILDERS.items():
-    _style = STYLES[MODELS[_name]["style"]]
-    zoo.register(zoo.ZooEntry(
-        name=_name,
-        family="resnet",
-        builder=_builder,
-        style=MODELS[_name]["style"],
-        default_size=_style["default_size"],
-        min_size=_style["min_size"],
-        preprocessing="torch",
-        feature_levels=tuple(f"C{2 + i}" for i in range(len(MODELS[_name]["depths"]))),
-    ))
+@variant("imagenet", "basic", (3, 4, 6, 3))
+def CRAResNet34(include_top=True, weights=None, input_tensor=None, input_shape=None,
+                pooling=None, classes=1000, classifier_activation="softmax", name=None,
+                attention="cra", attention_kwargs=None):
+    """ResNet-34."""
+
+
+@variant("imagenet", "bottleneck", (3, 4, 6, 3))
+def CRAResNet50(include_top=True, weights=None, input_tensor=None, input_shape=None,
+                pooling=None, classes=1000, classifier_activation="softmax", name=None,
+                attention="cra", attention_kwargs=None):
+    """ResNet-50: the paper's main ImageNet model (26.31M parameters with CRA)."""
+
+
+@variant("imagenet", "bottleneck", (3, 4, 23, 3))
+def CRAResNet101(include_top=True, weights=None, input_tensor=None, input_shape=None,
+                 pooling=None, classes=1000, classifier_activation="softmax", name=None,
+                 attention="cra", attention_kwargs=None):
+    """ResNet-101 (46.17M parameters with CRA)."""
+
+
+@variant("imagenet", "bottleneck", (3, 8, 36, 3))
+def CRAResNet152(include_top=True, weights=None, input_tensor=None, input_shape=None,
+                 pooling=None, classes=1000, classifier_activation="softmax", name=None,
+                 attention="cra", attention_kwargs=None):
+    """ResNet-152."""
+
+
+@variant("imagenet", "bottleneck", (3, 4, 6, 3), groups=32, width_per_group=4)
+def CRAResNeXt50(include_top=True, weights=None, input_tensor=None, input_shape=None,
+                 pooling=None, classes=1000, classifier_activation="softmax", name=None,
+                 attention="cra", attention_kwargs=None):
+    """ResNeXt-50 32x4d."""
+
+
+@variant("imagenet", "bottleneck", (3, 4, 23, 3), groups=32, width_per_group=4)
+def CRAResNeXt101(include_top=True, weights=None, input_tensor=None, input_shape=None,
+                  pooling=None, classes=1000, classifier_activation="softmax", name=None,
+                  attention="cra", attention_kwargs=None):
+    """ResNeXt-101 32x4d (45.80M parameters with CRA)."""
+
+
+@variant("cifar", "basic", (3, 3, 3))
+def CRAResNet20(include_top=True, weights=None, input_tensor=None, input_shape=None,
+                pooling=None, classes=1000, classifier_activation="softmax", name=None,
+                attention="cra", attention_kwargs=None):
+    """ResNet-20 for 32x32 images (He et al.'s CIFAR-10 network)."""
+
+
+@variant("cifar", "basic", (5, 5, 5))
+def CRAResNet32(include_top=True, weights=None, input_tensor=None, input_shape=None,
+                pooling=None, classes=1000, classifier_activation="softmax", name=None,
+                attention="cra", attention_kwargs=None):
+    """ResNet-32 for 32x32 images."""
+
+
+@variant("cifar", "basic", (9, 9, 9))
+def CRAResNet56(include_top=True, weights=None, input_tensor=None, input_shape=None,
+                pooling=None, classes=1000, classifier_activation="softmax", name=None,
+                attention="cra", attention_kwargs=None):
+    """ResNet-56 for 32x32 images."""
+
+
+@variant("cifar", "basic", (18, 18, 18))
+def CRAResNet110(include_top=True, weights=None, input_tensor=None, input_shape=None,
+                 pooling=None, classes=1000, classifier_activation="softmax", name=None,
+                 attention="cra", attention_kwargs=None):
+    """ResNet-110 for 32x32 images."""
 
 
 def preprocess_input(x, data_format=None):

@@ -26,27 +26,19 @@ class ZooEntry:
 
     Attributes:
         name: the public builder's name, e.g. `"CRAResNet50"`.
-        family: the family's module, e.g. `"resnet"`.
         builder: the public builder (`keras.applications` signature plus
             `attention` and `attention_kwargs`).
         style: `"imagenet"` or `"cifar"`: its training recipe and input
             pipeline.
         default_size: its default input size.
         min_size: the smallest input size it accepts.
-        preprocessing: the `keras.applications.imagenet_utils` mode of its
-            inputs (`"torch"`: /255, ImageNet mean and std).
-        feature_levels: names of its multi-scale feature maps, smallest
-            stride first (e.g. `("C2", "C3", "C4", "C5")`).
     """
 
     name: str
-    family: str
     builder: object
     style: str
     default_size: int
     min_size: int
-    preprocessing: str = "torch"
-    feature_levels: tuple = ()
 
 
 ZOO = {}

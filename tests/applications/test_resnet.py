@@ -4,7 +4,7 @@ import tensorflow as tf
 import keras
 
 import keras_cra.applications as A
-from keras_cra.applications import resnet
+from keras_cra.applications import resnet, zoo
 from keras_cra.layers import (
     ChannelReassessmentAttention,
     EfficientChannelAttention,
@@ -191,11 +191,15 @@ def test_feature_extractor():
     features = A.feature_extractor(model)
     out = features(np.zeros((1, 128, 128, 3), "float32"))
     assert {k: tuple(v.shape) for k, v in out.items()} == {
-        "C2": (1, 32, 32, 256), "C3": (1, 16, 16, 512),
-        "C4": (1, 8, 8, 1024), "C5": (1, 4, 4, 2048),
+        "P2": (1, 32, 32, 256), "P3": (1, 16, 16, 512),
+        "P4": (1, 8, 8, 1024), "P5": (1, 4, 4, 2048),
     }
-    cifar = A.feature_extractor(A.CRAResNet20(include_top=False))
-    assert sorted(cifar.output) == ["C2", "C3", "C4"]
+    # One level vocabulary: the Backbone's pyramid, with or without the top.
+    assert set(out) == set(model.pyramid_layers)
+    cifar = A.feature_extractor(A.CRAResNet20())
+    assert sorted(cifar.output) == ["P0", "P1", "P2"]
+    assert sorted(A.feature_extractor(A.CRAResNet20(include_top=False)).output) == [
+        "P0", "P1", "P2"]
 
 
 def test_channels_first():
@@ -246,9 +250,92 @@ def test_builders_have_keras_signature_and_docs():
     params = list(inspect.signature(A.CRAResNet50).parameters)
     assert params[:8] == ["include_top", "weights", "input_tensor", "input_shape", "pooling",
                           "classes", "classifier_activation", "name"]
-    for builder in resnet.BUILDERS.values():
+    for name in resnet.MODELS:
+        builder = getattr(A, name)
+        assert builder.__name__ == name and zoo.get(name).builder is builder
         for section in ("Args:", "Returns:", "Example:", "Reference:"):
             assert section in builder.__doc__
+        assert f'ResNet(**MODELS["{name}"])' in builder.__doc__
+    for section in ("Args:", "Returns:", "Example:", "Reference:"):
+        assert section in A.ResNet.__doc__
+
+
+def test_every_named_variant_is_a_def_in_the_source():
+    """Greppable: `def CRAResNet50(` is in resnet.py for every variant."""
+    source = open(resnet.__file__).read()
+    for name in resnet.MODELS:
+        assert f"\ndef {name}(" in source, name
+
+
+# ------------------------------------------------ the family builder, tiny networks
+
+def _tiny(**kwargs):
+    args = dict(style="cifar", filters=(8, 16), classes=3, input_shape=(16, 16, 3))
+    args.update(kwargs)
+    return A.ResNet(**args)
+
+
+def test_tiny_bottleneck_network():
+    model = _tiny(depths=(2, 1), block="bottleneck")
+    # Bottleneck: 1x1 to the stage width, 3x3, 1x1 to 4x the width; a projection shortcut
+    # where the shape changes.
+    assert model.get_layer("conv2_block1_1_conv").filters == 8
+    assert model.get_layer("conv2_block1_3_conv").filters == 32
+    assert model.get_layer("conv2_block1_0_conv").filters == 32  # 8 -> 32 channels: projected
+    assert "conv2_block2_0_conv" not in [l.name for l in model.layers]  # identity skip
+    assert model.get_layer("conv3_block1_2_conv").strides == (2, 2)
+    cra = [l for l in model.layers if isinstance(l, ChannelReassessmentAttention)]
+    assert [l.name for l in cra] == ["conv2_block1_cra", "conv2_block2_cra", "conv3_block1_cra"]
+    # Exact parameter count, by hand: stem 3*3*3*16 + BN(16); per block the convs, BNs,
+    # projection and CRA (50 per channel); the head.
+    bn = lambda c: 4 * c  # noqa: E731 (gamma, beta, mean, variance)
+    stem = 3 * 3 * 3 * 16 + bn(16)
+    b1 = 16 * 8 + bn(8) + 9 * 8 * 8 + bn(8) + 8 * 32 + bn(32) + 16 * 32 + bn(32) + 50 * 32
+    b2 = 32 * 8 + bn(8) + 9 * 8 * 8 + bn(8) + 8 * 32 + bn(32) + 50 * 32
+    b3 = (32 * 16 + bn(16) + 9 * 16 * 16 + bn(16) + 16 * 64 + bn(64) + 32 * 64 + bn(64)
+          + 50 * 64)
+    assert model.count_params() == stem + b1 + b2 + b3 + 64 * 3 + 3
+    y = model.predict(np.random.default_rng(0).normal(size=(2, 16, 16, 3)), verbose=0)
+    assert y.shape == (2, 3) and np.allclose(y.sum(-1), 1, atol=1e-5)
+
+
+def test_tiny_resnext_network():
+    model = _tiny(depths=(1, 1), block="bottleneck", groups=4, width_per_group=8)
+    conv = model.get_layer("conv2_block1_2_conv")
+    # width = filters * width_per_group / 64 * groups = 8 * 8/64 * 4 = 4 channels in 4 groups
+    assert conv.groups == 4 and conv.filters == 4
+    assert tuple(conv.kernel.shape) == (3, 3, 1, 4)
+    assert model.get_layer("conv3_block1_2_conv").filters == 8
+    plain = _tiny(depths=(1, 1), block="bottleneck", groups=4, width_per_group=8, attention=None)
+    assert model.count_params() - plain.count_params() == 50 * (32 + 64)
+
+
+def test_named_variants_are_the_family_builder_with_their_row():
+    named = A.CRAResNet20(weights=None, classes=10)
+    family = A.ResNet(**resnet.MODELS["CRAResNet20"], classes=10, name=named.name)
+    assert [l.name for l in named.layers[1:]] == [l.name for l in family.layers[1:]]
+    assert named.count_params() == family.count_params()
+    assert resnet.MODELS["CRAResNeXt50"] == dict(
+        style="imagenet", block="bottleneck", depths=(3, 4, 6, 3), groups=32, width_per_group=4)
+
+
+@pytest.mark.parametrize("kwargs, match", [
+    (dict(depths=()), r"Received: depths=\(\)"),
+    (dict(depths=(2, 0)), r"Received: depths=\(2, 0\)"),
+    (dict(depths=(1, 1), block="wide"), r"Received: block='wide'"),
+    (dict(depths=(1, 1), style="tiny"), r"Received: style='tiny'"),
+    (dict(depths=(1, 1, 1)), r"one positive width per stage.*Received: filters=\(8, 16\)"),
+    (dict(depths=(1, 1), groups=2), r"Grouped \(ResNeXt\) blocks need `block='bottleneck'`"),
+    (dict(depths=(1, 1), block="bottleneck", groups=0), r"Received: groups=0"),
+])
+def test_family_builder_errors(kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        _tiny(**kwargs)
+
+
+def test_family_builder_has_no_registered_weights():
+    with pytest.raises(ValueError, match=r"No `imagenet` weights are registered for this ResNet"):
+        _tiny(depths=(1, 1), weights="imagenet")
 
 
 # ---------------------------------------------------------------- initialisation

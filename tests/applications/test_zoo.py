@@ -18,8 +18,11 @@ def test_every_builder_is_registered_and_exported():
         assert params[:8] == ["include_top", "weights", "input_tensor", "input_shape", "pooling",
                               "classes", "classifier_activation", "name"], name
         assert entry.style in ("imagenet", "cifar") and entry.min_size <= entry.default_size
-    assert zoo.get("CRAResNet50").feature_levels == ("C2", "C3", "C4", "C5")
-    assert zoo.get("CRAResNet20").feature_levels == ("C2", "C3", "C4")
+    import dataclasses
+
+    # No field that nothing reads.
+    assert [f.name for f in dataclasses.fields(zoo.ZooEntry)] == [
+        "name", "builder", "style", "default_size", "min_size"]
 
 
 def test_get_model_and_errors():
@@ -28,7 +31,7 @@ def test_get_model_and_errors():
     with pytest.raises(ValueError, match=r"Valid names: .*Received: model_name='ResNet9'"):
         zoo.get("ResNet9")
     with pytest.raises(ValueError, match="already registered"):
-        zoo.register(zoo.ZooEntry("CRAResNet20", "x", print, "cifar", 32, 8))
+        zoo.register(zoo.ZooEntry("CRAResNet20", print, "cifar", 32, 8))
 
 
 @pytest.mark.parametrize("size, style", [(28, "cifar"), (32, "cifar"), (63, "cifar"),
