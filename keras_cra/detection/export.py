@@ -103,10 +103,7 @@ def export_detector(model, out, image_size, class_names, verify_images=None,
     with atomic_output(out, "--export", overwrite, is_detector_export, folder=True) as tmp:
         saved = os.path.join(tmp, SAVED_MODEL)
         nms_error = _write_saved_model(model, saved, image_size)
-        from keras_cra.layers.cra import builtin_pooling
-
-        with builtin_pooling():  # a fresh trace, with CRA's pool as XNNPACK-friendly max pools
-            flat = _convert_frozen(_functions(model, image_size)[0])
+        flat = tflite.convert_function(_functions(model, image_size)[0])  # a fresh trace
         with open(os.path.join(tmp, TFLITE), "wb") as f:
             f.write(flat)
         metadata = {"image_size": image_size, "class_names": list(class_names),
@@ -119,7 +116,12 @@ def export_detector(model, out, image_size, class_names, verify_images=None,
                     "full_tflite_error": nms_error,
                     "sha256": safety.sha256_record(tmp, [saved, os.path.join(tmp, TFLITE)])}
         if verify_images is not None:
-            metadata["verification"] = verify(model, tmp, verify_images)
+            metadata["verification"] = check = verify(model, tmp, verify_images)
+            failures = verification_failures(check)
+            if failures:  # inside the atomic block: nothing is written
+                from keras_cra.export.base import ExportError
+
+                raise ExportError("Detector export verification failed: " + "; ".join(failures))
         with open(os.path.join(tmp, "metadata.json"), "w") as f:
             json.dump(metadata, f, indent=2)
     return metadata
@@ -154,20 +156,6 @@ def _write_saved_model(model, saved, image_size):
     return None
 
 
-def _convert_frozen(fn):
-    """Builtins-only TFLite of a tf.function with its variables frozen to constants;
-    outputs in sorted key order (boxes, scores)."""
-    import tensorflow as tf
-    from tensorflow.python.framework.convert_to_constants import (
-        convert_variables_to_constants_v2,
-    )
-
-    frozen = convert_variables_to_constants_v2(fn.get_concrete_function())
-    converter = tf.lite.TFLiteConverter.from_concrete_functions([frozen])
-    converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS]
-    return converter.convert()
-
-
 def tflite_outputs(interp):
     """`(boxes index, scores index)` of the decoded `.tflite` (outputs Identity, Identity_1)."""
     details = sorted(interp.get_output_details(), key=lambda d: d["name"])
@@ -188,9 +176,25 @@ def run_tflite(interp, image):
 def _convert(saved_model, signature):
     import tensorflow as tf
 
-    converter = tf.lite.TFLiteConverter.from_saved_model(saved_model, signature_keys=[signature])
-    converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS]
-    return converter.convert()
+    from keras_cra.export.tflite import builtins_only
+
+    return builtins_only(tf.lite.TFLiteConverter.from_saved_model(
+        saved_model, signature_keys=[signature])).convert()
+
+
+# How far an export may differ from the Keras detector (boxes in pixels), as for every
+# format of a classifier export (keras_cra.export.formats).
+TOLERANCES = {"saved_model_max_box_diff": 1e-3, "tflite_max_box_diff": 0.5,
+              "tflite_max_score_diff": 1e-3}
+
+
+def verification_failures(check):
+    """What of a `verify` result is outside `TOLERANCES` (or detects other boxes)."""
+    failures = [f"{key} {check[key]:.2e} > {bound}" for key, bound in TOLERANCES.items()
+                if not check[key] <= bound]
+    if not check["saved_model_same_detections"]:
+        failures.append("the SavedModel detects a different number of boxes than Keras")
+    return failures
 
 
 def verify(model, out, images):

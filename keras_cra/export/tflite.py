@@ -13,7 +13,7 @@ class UnsupportedOpsError(UserError):
     """The model needs ops outside the TFLite builtin set."""
 
 
-def _concrete_function(model, batch_size, input_dtype=None, preprocess=None):
+def _serving_function(model, batch_size, input_dtype=None, preprocess=None):
     import tensorflow as tf
 
     shape = (batch_size,) + tuple(model.input_shape[1:])
@@ -30,7 +30,7 @@ def _concrete_function(model, batch_size, input_dtype=None, preprocess=None):
         x = preprocess(images) if preprocess is not None else images
         return model(x, training=False)
 
-    return serve.get_concrete_function()
+    return serve
 
 
 def convert(
@@ -64,8 +64,12 @@ def convert(
     Raises:
         UnsupportedOpsError: if any op would need Flex (select TF) ops.
     """
-    import tensorflow as tf
+    _check_conversion(quantization, integer_io)
+    return convert_function(_serving_function(model, batch_size, input_dtype, preprocess),
+                            quantization, representative_data, integer_io)
 
+
+def _check_conversion(quantization, integer_io):
     if quantization not in QUANTIZATIONS:
         raise ArgumentError(
             f"`quantization` must be one of {QUANTIZATIONS}. "
@@ -76,22 +80,39 @@ def convert(
             "`integer_io` must be one of 'float', 'int8', 'uint8'. "
             f"Received: integer_io={integer_io!r}"
         )
+
+
+def builtins_only(converter):
+    """Makes a `tf.lite.TFLiteConverter` fail rather than add Flex (select TF) ops."""
+    import tensorflow as tf
+
+    converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS]
+    return converter
+
+
+def convert_function(function, quantization="float32", representative_data=None,
+                     integer_io="float"):
+    """Converts a `tf.function` (traced here, with an input signature) to a builtins-only
+    TFLite flatbuffer: the one conversion step of every export (classifiers through
+    `convert`, detectors through `keras_cra.detection.export`). Arguments as `convert`'s.
+
+    Raises:
+        UnsupportedOpsError: if any op would need Flex (select TF) ops.
+    """
+    import tensorflow as tf
     from tensorflow.python.framework.convert_to_constants import (
         convert_variables_to_constants_v2,
     )
 
-    # Freeze the weights into constants: captured resource variables would
-    # otherwise become READ_VARIABLE ops that a stock runtime cannot feed.
     from keras_cra.layers.cra import builtin_pooling
 
-    # CRA's pool as max pools on slices: XNNPACK takes them, not a GATHER.
+    _check_conversion(quantization, integer_io)
+    # Freeze the weights into constants: captured resource variables would otherwise
+    # become READ_VARIABLE ops that a stock runtime cannot feed. CRA's pool is traced as
+    # max pools on slices: XNNPACK takes them, not a GATHER.
     with builtin_pooling():
-        fn = convert_variables_to_constants_v2(
-            _concrete_function(model, batch_size, input_dtype, preprocess)
-        )
-    converter = tf.lite.TFLiteConverter.from_concrete_functions([fn])
-    # Builtins only: conversion fails instead of silently adding Flex ops.
-    converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS]
+        fn = convert_variables_to_constants_v2(function.get_concrete_function())
+    converter = builtins_only(tf.lite.TFLiteConverter.from_concrete_functions([fn]))
     if quantization == "float16":
         converter.optimizations = [tf.lite.Optimize.DEFAULT]
         converter.target_spec.supported_types = [tf.float16]

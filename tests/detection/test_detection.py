@@ -292,3 +292,18 @@ def test_tfds_conversion_on_the_builders_feature_spec(name):
     # Training targets leave the crowd box out; evaluation keeps it flagged.
     _, y = next(iter(data_lib.pipeline(ds, 1, 64, training=False)))
     assert y["labels"].numpy()[0].tolist() == ([3, -1, -1, -1] if has_crowd else [3, 7, -1, -1])
+
+
+def test_detector_export_verification_is_enforced():
+    """As for a classifier export: outside the tolerances is a failure naming the check."""
+    from keras_cra.detection.export import TOLERANCES, verification_failures
+
+    good = {"saved_model_max_box_diff": 0.0, "tflite_max_box_diff": 0.01,
+            "tflite_max_score_diff": 1e-5, "saved_model_same_detections": True}
+    assert verification_failures(good) == []
+    bad = dict(good, tflite_max_score_diff=0.2, saved_model_same_detections=False)
+    failures = verification_failures(bad)
+    assert failures[0].startswith("tflite_max_score_diff 2.00e-01 > ")
+    assert "different number of boxes" in failures[1]
+    assert verification_failures(dict(good, tflite_max_box_diff=float("nan")))  # NaN fails
+    assert set(TOLERANCES) < set(good)
