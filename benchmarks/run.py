@@ -12,6 +12,7 @@ Writes benchmarks/RESULTS.md and benchmarks/RESULTS.json.
     python benchmarks/run.py --quick     # < 5 minutes on 2 cores
     python benchmarks/run.py             # the full table in the README
     python benchmarks/run.py --bound     # off-grid rows next to `onepool` (one max pool per map)
+    python benchmarks/run.py --backends  # TensorFlow, JAX and PyTorch, each in its own process
 """
 
 import argparse
@@ -398,8 +399,15 @@ def main(argv=None):
     p.add_argument("--bound", action="store_true",
                    help="only the off-grid rows with `onepool`, the cost of one max pool per "
                         "map (writes RESULTS_bound.md / .json)")
+    p.add_argument("--backends", action="store_true",
+                   help="only CRA's cost on each Keras backend, each in its own process "
+                        "(benchmarks/backends.py; writes RESULTS_backends.md / .json)")
     p.add_argument("--out", default=HERE)
     a = p.parse_args(argv)
+    if a.backends:
+        from benchmarks import backends
+
+        return backends.main(["--out", a.out])
     if a.bound:
         return bound_only(a.out)
     if a.detector:

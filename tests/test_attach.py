@@ -76,6 +76,7 @@ def test_sequential_with_a_nested_backbone():
     np.testing.assert_array_equal(new.layers[-1].kernel.numpy(), model.layers[-1].kernel.numpy())
 
 
+@pytest.mark.large
 def test_the_new_model_is_independent_of_the_original():
     """New layers with copied weights: fitting the new model leaves the original as it was,
     and every layer's output (what feature extractors read) is a tensor of the new graph."""

@@ -346,6 +346,7 @@ def test_classify_names_bad_files_and_goes_on(tmp_path, capsys, small_model):
 
 # ------------------------------------------------------------- SIGTERM is Ctrl-C
 
+@pytest.mark.large
 def test_sigterm_before_the_first_epoch_says_how_to_go_on(tfds_dir, tmp_path, capsys):
     import signal
     import time

@@ -136,6 +136,7 @@ def test_clear_errors(tmp_path):
     assert os.listdir(tmp_path / "full") == ["mine.txt"]
 
 
+@pytest.mark.large
 def test_import_keras_cra_registers_the_classes_only_when_keras_hub_is_imported(tmp_path):
     code = ("import sys, keras\n"
             "import keras_cra\n"

@@ -222,6 +222,8 @@ def adaptive_max_pool(x, output_size, axes, fast=True):
     """
     sizes = [x.shape[a] for a in axes]
     plans = [single_max_pool(s, output_size) if fast else None for s in sizes]
+    if fast and _POOLING.get() != "slices" and keras.backend.backend() == "torch":
+        return _torch_adaptive_max_pool(x, output_size, axes, plans)
     if all(plans) and plans[0][2] == plans[1][2]:
         return _strided_max_pool(x, [p[:2] for p in plans], axes, plans[0][2])
     order = sorted(range(2), key=lambda i: plans[i] is None)  # single pools first
@@ -239,6 +241,32 @@ def adaptive_max_pool(x, output_size, axes, fast=True):
             # (..., bins, k, ...) then max over the window axis.
             x = ops.max(ops.take(x, idx, axis=axis), axis=axis + 1)
     return x
+
+
+def _torch_adaptive_max_pool(x, output_size, axes, plans):
+    """The PyTorch backend's fast paths (the same numbers as the general ones).
+
+    Keras' torch `max_pool` copies a channels-last map to channels-first and back (29 ms
+    for an 8x56x56x256 map, against 1 ms here). Where both axes split into equal blocks
+    (a multiple of `output_size`), the pool is a reshape and two max reductions (Keras
+    ops, reading the map in place); otherwise it is PyTorch's own adaptive max pool, the
+    definition of CRA's windows, on a channels-first *view* of the map (no copy).
+    NaN: both propagate a NaN of a window to its bin, as the other backends' paths do.
+    """
+    static = all(d is not None for d in x.shape[1:])
+    if static and all(p is not None and p[2] == "valid" and p[0] == p[1] for p in plans):
+        a = axes[0]
+        (wa, _, _), (wb, _, _) = plans
+        shape = list(x.shape)
+        blocks = [-1] + shape[1:a] + [shape[a] // wa, wa, shape[a + 1] // wb, wb] + shape[a + 2:]
+        return ops.max(ops.max(ops.reshape(x, blocks), axis=a + 3), axis=a + 1)
+    import torch
+
+    x = ops.convert_to_tensor(x)
+    if tuple(axes) == (1, 2):
+        pooled = torch.nn.functional.adaptive_max_pool2d(x.permute(0, 3, 1, 2), output_size)
+        return pooled.permute(0, 2, 3, 1)
+    return torch.nn.functional.adaptive_max_pool2d(x, output_size)
 
 
 def _strided_max_pool(x, plans, axes, padding="valid"):

@@ -53,7 +53,8 @@ def _as_backbone_class(build, name):
 
 
 @pytest.mark.parametrize("kind", [pytest.param(k, marks=pytest.mark.large)
-                                  if k in ("zoo_bottleneck", "mobilenet_v2") else k
+                                  if k in ("zoo_bottleneck", "mobilenet_v2", "add_attention")
+                                  else k
                                   for k in sorted(BACKBONES)])
 def test_keras_hub_vision_backbone_harness(kind):
     build = BACKBONES[kind]

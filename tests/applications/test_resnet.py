@@ -22,8 +22,8 @@ PARAMS = [
     ("CRAResNet18", 11_689_512, 11_689_512 + 96_000),
     ("CRAResNet34", 21_797_672, 21_797_672 + 188_800),
     ("CRAResNet50", 25_557_032, 26_312_232),
-    ("CRAResNet101", 44_549_160, 44_549_160 + 1_625_600),
-    ("CRAResNeXt101", 44_177_704, 44_177_704 + 1_625_600),
+    pytest.param("CRAResNet101", 44_549_160, 44_549_160 + 1_625_600, marks=pytest.mark.large),
+    pytest.param("CRAResNeXt101", 44_177_704, 44_177_704 + 1_625_600, marks=pytest.mark.large),
 ]
 
 
@@ -47,7 +47,8 @@ DEFAULT_CONTRACT = {"CRAResNet20", "CRAResNet18"}
 
 @pytest.mark.parametrize(
     "model_name",
-    [m if m in DEFAULT_CONTRACT else pytest.param(m, marks=pytest.mark.slow)
+    [m if m in DEFAULT_CONTRACT else pytest.param(
+        m, marks=pytest.mark.large if m == "CRAResNet18" else pytest.mark.slow)
      for m in sorted(resnet.MODELS)],
 )
 def test_every_model_builds_trains_saves_and_exports(model_name, tmp_path):

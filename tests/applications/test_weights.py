@@ -171,6 +171,7 @@ def test_shipped_class_index_is_keras_layout_with_tfds_ids():
         "African_elephant", "tusker", "Indian_elephant"]
 
 
+@pytest.mark.large
 def test_shipped_fashion_mnist_weights_offline(tfds_dir, tmp_path, monkeypatch):
     """In a process with an empty Keras cache: the documented inputs reach the stated
     accuracy on the 10,000 real Fashion-MNIST test images."""

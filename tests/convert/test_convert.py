@@ -65,6 +65,7 @@ def test_authors_layout_resnext50(tmp_path):
                                atol=1e-4, rtol=0)
 
 
+@pytest.mark.large
 def test_torchvision_state_dict_into_plain_backbone(tmp_path):
     model = ref.randomize(ref.TVResNet(), seed=2)
     path = tmp_path / "resnet50.pth"
@@ -84,6 +85,7 @@ def test_torchvision_state_dict_into_plain_backbone(tmp_path):
                                   keras_model.get_layer("conv3_block2_1_conv").get_weights()[0])
 
 
+@pytest.mark.large
 def test_wrong_architecture_names_the_keys(tmp_path):
     model = ref.AuthorsResNet()
     path = tmp_path / "c.pth"

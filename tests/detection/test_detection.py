@@ -215,6 +215,7 @@ class _Stop(Exception):
     pass
 
 
+@pytest.mark.large
 def test_backbone_weights_from_a_classifier(tmp_path):
     """--backbone-weights FILE.keras: a trained classifier's backbone layers start the detector."""
     from keras_cra.applications import CRAResNet18

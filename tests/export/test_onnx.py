@@ -23,6 +23,7 @@ def onnx_export(tmp_path_factory):
     return model, out, report
 
 
+@pytest.mark.large
 def test_onnx_matches_keras_at_any_batch(onnx_export):
     model, out, report = onnx_export
     assert set(report["artifacts"]) == {"keras", "saved_model", "onnx"}

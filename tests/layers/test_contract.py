@@ -86,6 +86,16 @@ BACKEND_SCRIPT = textwrap.dedent(
         layer.set_weights([k, b])
         np.testing.assert_allclose(keras.ops.convert_to_numpy(layer(xs)), cra_nhwc(xs, k, b),
                                    rtol=1e-5, atol=1e-6)
+    # Every pooling path of this backend (e.g. PyTorch's block reduction and its own
+    # adaptive pool on a channels-first view) in both data formats, against NumPy.
+    from keras_cra.layers import adaptive_max_pool as pool
+    from tests.references import adaptive_max_pool_nhwc as reference
+    for h, w in [(56, 56), (14, 28), (32, 32), (7, 7), (9, 4), (1, 1)]:
+        xs = rng.normal(size=(2, h, w, 5)).astype("float32")
+        np.testing.assert_array_equal(keras.ops.convert_to_numpy(pool(xs, 7, (1, 2))),
+                                      reference(xs, 7))
+        first = keras.ops.convert_to_numpy(pool(xs.transpose(0, 3, 1, 2), 7, (2, 3)))
+        np.testing.assert_array_equal(first.transpose(0, 2, 3, 1), reference(xs, 7))
     # The exporter's pooling (max pools on slices) on this backend too.
     from keras_cra.layers import adaptive_max_pool, builtin_pooling
     from tests.references import adaptive_max_pool_nhwc

@@ -171,6 +171,7 @@ def test_out_holding_something_else_is_refused(tfds_dir, tmp_path):
     assert os.listdir(tmp_path / "g") == ["notes.txt"]
 
 
+@pytest.mark.large
 def test_cli_errors_name_the_flag(tmp_path, capsys):
     # The script itself once (it wraps ablate_lib.main), then main in-process.
     proc = subprocess.run([sys.executable, os.path.join(ROOT, "training", "ablate.py"),

@@ -1,0 +1,123 @@
+"""CRA's cost on each Keras backend (TensorFlow, JAX, PyTorch), each in its own process.
+
+For every backend: CRA-ResNet-50 at 224x224, `predict_on_batch` at batch 1 and 8, and
+CRAResNet20 at 32x32, `train_on_batch` at batch 64 (the paper's CIFAR setting), for
+attention = none / cra / se / eca / floor, interleaved after warm-up (medians), ratios to
+`none` in the same process. `floor` as in RESULTS.md. Writes benchmarks/RESULTS_backends.md
+and .json. Run with nothing else on the machine:
+
+    python benchmarks/run.py --backends       # or: python benchmarks/backends.py
+    python benchmarks/backends.py --quick     # fewer repetitions
+"""
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+ROOT = os.path.dirname(HERE)
+sys.path.insert(0, ROOT)
+
+BACKENDS = ("tensorflow", "jax", "torch")
+ATTENTIONS = ("none", "cra", "se", "eca", "floor")
+CASES = {  # name: (model, size, batch, what)
+    "r50_b1": ("CRAResNet50", 224, 1, "predict"),
+    "r50_b8": ("CRAResNet50", 224, 8, "predict"),
+    "r20_train_b64": ("CRAResNet20", 32, 64, "train"),
+}
+
+
+def worker(repeats):
+    """Runs in a process whose KERAS_BACKEND is set; prints one JSON line."""
+    import keras
+    import numpy as np
+
+    from benchmarks.common import interleaved
+    from benchmarks.run import build
+
+    rng = np.random.default_rng(0)
+    results = {"backend": keras.backend.backend(), "cases": {}}
+    for case, (model_name, size, batch, what) in CASES.items():
+        fns = {}
+        for attention in ATTENTIONS:
+            model = build(model_name, attention, size)
+            x = rng.normal(size=(batch, size, size, 3)).astype("float32")
+            if what == "predict":
+                fns[attention] = lambda m=model, xb=x: m.predict_on_batch(xb)
+            else:
+                y = rng.integers(0, 10, size=(batch,))
+                model.compile(keras.optimizers.SGD(0.1, momentum=0.9),
+                              keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+                fns[attention] = lambda m=model, xb=x, yb=y: m.train_on_batch(xb, yb)
+        reps = repeats if batch > 1 or what == "train" else repeats * 2
+        results["cases"][case] = interleaved(fns, reps, warmup=3)
+    print(json.dumps(results))
+
+
+def run_backend(backend, repeats):
+    env = dict(os.environ, KERAS_BACKEND=backend, TF_CPP_MIN_LOG_LEVEL="3",
+               PYTHONPATH=ROOT)
+    done = subprocess.run([sys.executable, os.path.abspath(__file__), "--worker",
+                           "--repeats", str(repeats)], env=env, capture_output=True, text=True)
+    if done.returncode != 0:
+        return {"backend": backend, "error": done.stderr.strip().splitlines()[-1:]}
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def markdown(results, repeats):
+    from benchmarks.common import command_line, git_revision, machine
+
+    info = machine()
+    lines = [
+        "# keras_cra benchmark: CRA on every Keras backend", "",
+        f"Machine: {info['cpu']}, {info['cores']} cores, nothing else running; Keras "
+        f"{info['keras']}; commit {git_revision()}.", "",
+        f"Command: `python {command_line()}`", "",
+        "Each backend in its own process; in each, the attentions of one case interleaved "
+        f"after 3 warm-up calls, medians of {repeats} (batch 1: {2 * repeats}); ratios to the "
+        "same model with `attention=None` in the same process. `floor` is "
+        "`x * sigmoid(x[:, :1, :1, :])` at CRA's place: the least any channel attention "
+        "costs.", "",
+        "| backend | case | none ms | " + " | ".join(f"{a}" for a in ATTENTIONS[1:])
+        + " | cra - floor | cra - se |",
+        "|---|---|---|" + "---|" * (len(ATTENTIONS) - 1) + "---|---|",
+    ]
+    for r in results:
+        if "error" in r:
+            lines.append(f"| {r['backend']} | error: {' '.join(r['error'])} |")
+            continue
+        for case, times in r["cases"].items():
+            base = times["none"]["median_ms"]
+            ratios = {a: times[a]["median_ms"] / base for a in ATTENTIONS}
+            lines.append(
+                f"| {r['backend']} | {case} | {base:.1f} | "
+                + " | ".join(f"{ratios[a]:.3f}" for a in ATTENTIONS[1:])
+                + f" | {ratios['cra'] - ratios['floor']:+.3f} | "
+                  f"{ratios['cra'] - ratios['se']:+.3f} |")
+    return "\n".join(lines) + "\n"
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--backends", nargs="*", default=list(BACKENDS), choices=list(BACKENDS))
+    p.add_argument("--repeats", type=int, default=10)
+    p.add_argument("--quick", action="store_true", help="3 repetitions")
+    p.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
+    p.add_argument("--out", default=HERE)
+    a = p.parse_args(argv)
+    repeats = 3 if a.quick else a.repeats
+    if a.worker:
+        return worker(repeats)
+    results = [run_backend(b, repeats) for b in a.backends]
+    text = markdown(results, repeats)
+    with open(os.path.join(a.out, "RESULTS_backends.md"), "w") as f:
+        f.write(text)
+    with open(os.path.join(a.out, "RESULTS_backends.json"), "w") as f:
+        json.dump(results, f, indent=2)
+    print(text)
+
+
+if __name__ == "__main__":
+    main()
