@@ -11,7 +11,7 @@ import contextlib
 import signal
 import sys
 
-from keras_cra.errors import DiskFullError, UserError
+from keras_cra.errors import DiskFullError, UserError, naming_flags
 from keras_cra.files import (  # noqa: F401 (re-exported for the commands)
     UsageError,
     check_output_dir,
@@ -68,7 +68,7 @@ def run(fn, resumable=False, interrupted=None):
             what the run folder holds).
     """
     try:
-        with sigterm_as_keyboard_interrupt():
+        with sigterm_as_keyboard_interrupt(), naming_flags():  # errors name the flags
             fn()
     except UserError as e:
         if isinstance(e, DiskFullError) or not is_disk_full(e):

@@ -3,9 +3,32 @@
 Every command-line tool prints a `UserError` as one `error:` line with exit
 code 2 and no traceback (`keras_cra.cli.run`); anything else is a bug and
 keeps its traceback. Library functions name the argument in their messages;
-the commands name the flag. This module imports nothing of keras_cra, so
+the commands name the flag (`naming_flags`). This module imports nothing of keras_cra, so
 every layer of the package can raise these.
 """
+
+
+import contextlib
+import contextvars
+
+# Whether setting errors name a command's flags (`--batch-size 0`) or a function's arguments
+# (`batch_size=0`): the commands set it (`keras_cra.cli.run`), library calls keep arguments.
+_NAMING_FLAGS = contextvars.ContextVar("keras_cra_naming_flags", default=False)
+
+
+@contextlib.contextmanager
+def naming_flags():
+    """Inside this block, errors that name settings name the command-line flags."""
+    token = _NAMING_FLAGS.set(True)
+    try:
+        yield
+    finally:
+        _NAMING_FLAGS.reset(token)
+
+
+def names_flags():
+    """Whether errors should name command-line flags (see `naming_flags`)."""
+    return _NAMING_FLAGS.get()
 
 
 class UserError(ValueError):

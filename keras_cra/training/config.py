@@ -14,7 +14,7 @@ import math
 import os
 import sys
 
-from keras_cra.errors import UsageError
+from keras_cra.errors import UsageError, names_flags
 
 # Bounds of what the code can do, checked before any work (each message states its bound).
 MAX_SEED = 2**31 - 1        # TensorFlow's stateless seeds are int32
@@ -72,9 +72,22 @@ _TYPES = {"image_size": int, "epochs": int, "batch_size": int, "lr": float,
           "warmup_epochs": float, "seed": int}
 
 
-def flag(name):
-    """`"batch_size"` -> `"--batch-size"`."""
+def option(name):
+    """The command-line option of a setting: `"batch_size"` -> `"--batch-size"`."""
     return "--" + name.replace("_", "-")
+
+
+def flag(name):
+    """How errors name a setting: `"--batch-size"` in a command (inside
+    `keras_cra.errors.naming_flags()`, which `keras_cra.cli.run` sets), else the config
+    argument `"batch_size"`."""
+    return option(name) if names_flags() else name
+
+
+def received(name, value):
+    """`Received: --batch-size 0` (a command) or `Received: batch_size=0` (a library call)."""
+    return (f"Received: {flag(name)} {value}" if names_flags()
+            else f"Received: {name}={value!r}")
 
 
 def add_run_args(parser, config_class=RunConfig, skip=(), helps=None):
@@ -99,12 +112,12 @@ def add_run_args(parser, config_class=RunConfig, skip=(), helps=None):
                 kwargs["type"] = _TYPES[name]
             if name == "attention":
                 kwargs["choices"] = attention_choices()
-        parser.add_argument(flag(name), **kwargs)
+        parser.add_argument(option(name), **kwargs)
 
 
 def add_choice_arg(parser, name, default):
     """A flag whose values are `CHOICES[name]`."""
-    parser.add_argument(flag(name), default=default,
+    parser.add_argument(option(name), default=default,
                         choices=[c for c in CHOICES[name] if c is not None])
 
 
@@ -128,22 +141,21 @@ def check_finite(name, value, low=None, high=None, low_open=False, high_open=Tru
     """Checks a float setting: finite and in range; the error names the flag."""
     f = flag(name)
     if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
-        raise UsageError(f"{f} must be a finite number. Received: {f} {value}")
+        raise UsageError(f"{f} must be a finite number. {received(name, value)}")
     if low is not None and (value < low or (low_open and value == low)):
         raise UsageError(f"{f} must be {'>' if low_open else '>='} {low}. "
-                         f"Received: {f} {value}")
+                         f"{received(name, value)}")
     if high is not None and (value > high or (high_open and value == high)):
         raise UsageError(f"{f} must be {'<' if high_open else '<='} {high}. "
-                         f"Received: {f} {value}")
+                         f"{received(name, value)}")
 
 
-def check_int(flag_name, value, low=1, high=None):
-    """An integer flag in `[low, high]`; the error names the flag and the bound."""
+def check_int(name, value, low=1, high=None):
+    """An integer setting in `[low, high]`; the error names it (see `flag`) and the bound."""
     if isinstance(value, bool) or not isinstance(value, int) or value < low or (
             high is not None and value > high):
         bound = f">= {low}" if high is None else f"between {low} and {high}"
-        raise UsageError(f"{flag_name} must be an integer {bound}. "
-                         f"Received: {flag_name} {value}")
+        raise UsageError(f"{flag(name)} must be an integer {bound}. {received(name, value)}")
 
 
 def check_memory(batch_size, image_size, channels=3):
@@ -155,18 +167,18 @@ def check_memory(batch_size, image_size, channels=3):
         return
     if need > have:
         raise UsageError(
-            f"--batch-size {batch_size} at --image-size {image_size} needs about "
+            f"{flag('batch_size')} {batch_size} at {flag('image_size')} {image_size} needs about "
             f"{need / 2**30:.0f} GiB for the activations, more than this machine's "
             f"{have / 2**30:.0f} GiB; lower either.")
 
 
-def check_attention(attention, flag_name="--attention"):
-    """A registered attention name, `"none"` or `None`; the error names the flag."""
+def check_attention(attention, name="attention"):
+    """A registered attention name, `"none"` or `None`; the error names the setting."""
     from keras_cra.layers.registry import ATTENTIONS, attention_choices
 
     if attention not in (None, "none") and attention not in ATTENTIONS:
-        raise UsageError(f"{flag_name} must be one of {attention_choices()}. "
-                         f"Received: {flag_name} {attention}")
+        raise UsageError(f"{flag(name)} must be one of {attention_choices()}. "
+                         f"{received(name, attention)}")
 
 
 def check_choices(config):
@@ -174,24 +186,25 @@ def check_choices(config):
     for name, allowed in CHOICES.items():
         if hasattr(config, name) and getattr(config, name) not in allowed:
             raise UsageError(f"{flag(name)} must be one of {list(allowed)}. "
-                             f"Received: {flag(name)} {getattr(config, name)}")
+                             f"{received(name, getattr(config, name))}")
 
 
 def validate_run(config, image_size_high=MAX_IMAGE_SIZE):
-    """Checks the `RunConfig` settings of a (resolved) config; errors name the flag."""
+    """Checks the `RunConfig` settings of a (resolved) config; errors name each setting
+    (as a flag inside `naming_flags()`)."""
     c = config
     for key, high in (("epochs", MAX_EPOCHS), ("batch_size", MAX_BATCH_SIZE),
                       ("image_size", image_size_high)):
         if getattr(c, key) is not None:
-            check_int(flag(key), getattr(c, key), 1, high)
-    check_int("--seed", c.seed, 0, MAX_SEED)
+            check_int(key, getattr(c, key), 1, high)
+    check_int("seed", c.seed, 0, MAX_SEED)
     if c.lr is not None:
         check_finite("lr", c.lr, low=0, low_open=True)
     check_finite("warmup_epochs", c.warmup_epochs, low=0)
     if c.epochs is not None and c.warmup_epochs >= c.epochs and c.warmup_epochs > 0:
         raise UsageError(
-            f"--warmup-epochs ({c.warmup_epochs}) must be shorter than --epochs ({c.epochs})."
-        )
+            f"{flag('warmup_epochs')} ({c.warmup_epochs}) must be shorter than "
+            f"{flag('epochs')} ({c.epochs}).")
     check_choices(c)
     check_attention(c.attention)
 

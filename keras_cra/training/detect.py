@@ -27,6 +27,7 @@ from keras_cra.training.config import (
     flag,
     given_flags,
     progress_verbosity,
+    received,
     validate_run,
 )
 
@@ -73,16 +74,16 @@ MAX_COUNT = 10_000_000
 def validate(c):
     for key in ("image_size", "epochs", "batch_size", "lr"):
         if getattr(c, key) is None:  # required here (RunConfig lets a recipe fill them)
-            raise UsageError(f"{flag(key)} must be given. Received: {flag(key)} None")
+            raise UsageError(f"{flag(key)} must be given. {received(key, None)}")
     validate_run(c)
     for key, high in (("max_boxes", MAX_BOXES), ("head_convs", MAX_HEAD_CONVS)):
-        check_int(flag(key), getattr(c, key), 1, high)
+        check_int(key, getattr(c, key), 1, high)
     for key in ("train_count", "eval_count"):
         if getattr(c, key) is not None:
-            check_int(flag(key), getattr(c, key), 1, MAX_COUNT)
+            check_int(key, getattr(c, key), 1, MAX_COUNT)
     if c.image_size % 32 or c.image_size < 64:
-        raise UsageError(f"--image-size must be a multiple of 32, >= 64. "
-                         f"Received: --image-size {c.image_size}")
+        raise UsageError(f"{flag('image_size')} must be a multiple of 32, >= 64. "
+                         f"{received('image_size', c.image_size)}")
     from keras_cra.applications import zoo
 
     if c.backbone not in zoo.ZOO:
@@ -142,8 +143,8 @@ def _train(config, initial_epoch):
     if config.export:
         check_output_dir(config.export)
         if os.path.isdir(config.export) and os.listdir(config.export):
-            raise UsageError(f"--export {config.export} is not empty; choose an empty or new "
-                             "folder. Nothing was overwritten.")
+            raise UsageError(f"{flag('export')} {config.export} is not empty; choose an empty "
+                             "or new folder. Nothing was overwritten.")
     configure_determinism(config.seed)
     train_ds, eval_ds, class_names, n_train, n_eval = _datasets(config)
     steps = n_train // config.batch_size

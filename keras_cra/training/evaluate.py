@@ -86,7 +86,7 @@ def evaluate(model_path, dataset="fashion_mnist", split="test", data_dir=None,
             check_output_file(os.path.join(out, name), "--out", overwrite)
     from keras_cra.training.config import MAX_BATCH_SIZE, check_int
 
-    check_int("--batch-size", batch_size, 1, MAX_BATCH_SIZE)
+    check_int("batch_size", batch_size, 1, MAX_BATCH_SIZE)
     if gates is not None:
         if not isinstance(gate_images, int) or gate_images < 1:
             raise UsageError(f"--gate-images must be an integer >= 1. "

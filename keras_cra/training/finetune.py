@@ -14,7 +14,7 @@ from keras_cra.files import atomic_output, write_json_atomic
 from keras_cra.training import run_folder
 from keras_cra.training import train as train_lib
 from keras_cra.training.common import UsageError, configure_determinism, print_table
-from keras_cra.training.config import check_finite, config_from_args
+from keras_cra.training.config import check_finite, config_from_args, flag, received
 
 
 @dataclasses.dataclass
@@ -28,7 +28,8 @@ def build_backbone(config):
     from keras_cra.applications import zoo
 
     if not config.weights:
-        raise UsageError("--weights is required (a registered name or a .keras/.weights.h5 file).")
+        raise UsageError(f"{flag('weights')} is required (a registered name or a "
+                         f".keras/.weights.h5 file). {received('weights', config.weights)}")
     return zoo.get_model(  # its errors for users are UserErrors already
         config.model, include_top=False, weights=config.weights,
         input_shape=(config.image_size, config.image_size, 3),
@@ -42,8 +43,8 @@ def finetune(config):
     train_lib.validate(config)
     if not isinstance(config.stage1_epochs, int) or not 1 <= config.stage1_epochs < config.epochs:
         raise UsageError(
-            f"--stage1-epochs must be in [1, --epochs). Received: {config.stage1_epochs}"
-        )
+            f"{flag('stage1_epochs')} must be in [1, {flag('epochs')}). "
+            f"{received('stage1_epochs', config.stage1_epochs)}")
     check_finite("stage2_lr_factor", config.stage2_lr_factor, low=0, low_open=True)
     check_output_dir(config.out)
     with run_folder.lock(config.out):
@@ -108,9 +109,9 @@ def build_parser():
 
 def main(argv=None):
     args = build_parser().parse_args(argv)
-    config = train_lib.check_milestones(config_from_args(args, FinetuneConfig))
 
     def command():
+        config = train_lib.check_milestones(config_from_args(args, FinetuneConfig))
         print_table(f"Fine-tuning result ({config.out})", finetune(config))
 
     return run(command)

@@ -138,8 +138,8 @@ def prepare(config):
             shutil.rmtree(path) if os.path.isdir(path) else os.remove(path)
     elif contents(out):
         raise UsageError(
-            f"{out} already holds a run (or other files); choose another --out, or pass "
-            "--resume to continue it. Nothing was overwritten."
+            f"{out} already holds a run (or other files); choose another {flag('out')}, or "
+            f"pass {flag('resume')} to continue it. Nothing was overwritten."
         )
     return 0, None
 

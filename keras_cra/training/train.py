@@ -27,7 +27,9 @@ from keras_cra.training.config import (
     check_finite,
     check_memory,
     config_from_args,
+    flag,
     given_flags,
+    received,
     validate_run,
 )
 
@@ -110,8 +112,8 @@ def check_milestones(config):
     if milestones:
         epochs = config.resolved().epochs
         if isinstance(epochs, int) and any(isinstance(m, int) and m > epochs for m in milestones):
-            raise UsageError(f"--milestones must be within --epochs ({epochs}). "
-                             f"Received: --milestones {' '.join(map(str, milestones))}")
+            raise UsageError(f"{flag('milestones')} must be within {flag('epochs')} ({epochs}). "
+                             f"{received('milestones', milestones)}")
     return config
 
 
@@ -127,9 +129,8 @@ def validate(config):
     if c.milestones is not None:
         if any(isinstance(m, bool) or not isinstance(m, int) or m < 1 or m > MAX_EPOCHS
                for m in c.milestones) or list(c.milestones) != sorted(set(c.milestones)):
-            raise UsageError(f"--milestones must be increasing epochs between 1 and "
-                             f"{MAX_EPOCHS}. "
-                             f"Received: --milestones {' '.join(map(str, c.milestones))}")
+            raise UsageError(f"{flag('milestones')} must be increasing epochs between 1 and "
+                             f"{MAX_EPOCHS}. {received('milestones', c.milestones)}")
 
 
 def build_model(config, num_classes, channels):
@@ -200,9 +201,9 @@ def datasets(config, initial_epoch=0):
     channels = 3
     check_memory(config.batch_size, image_size, channels)
     if config.batch_size > info.num_examples:
-        raise UsageError(f"--batch-size must be at most the training split's "
-                         f"{info.num_examples} examples. Received: --batch-size "
-                         f"{config.batch_size} (--train-split {config.train_split})")
+        raise UsageError(f"{flag('batch_size')} must be at most the training split's "
+                         f"{info.num_examples} examples ({flag('train_split')} "
+                         f"{config.train_split}). {received('batch_size', config.batch_size)}")
     one_hot = lambda x, y: (x, tf.one_hot(y, info.num_classes))  # noqa: E731
     train = data.make_dataset(
         train_ds, info.num_examples, config.batch_size, image_size, channels,

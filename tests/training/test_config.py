@@ -36,7 +36,7 @@ def test_choices_are_declared_once():
         with pytest.raises(SystemExit):
             parser.parse_args([f"--{name.replace('_', '-')}", "bogus"])
         bad = dataclasses.replace(train.TrainConfig(), **{name: "bogus"})
-        with pytest.raises(UsageError, match=rf"--{name.replace('_', '-')} must be one of"):
+        with pytest.raises(UsageError, match=rf"^{name} must be one of"):
             validate_run(bad)
 
 
@@ -63,6 +63,26 @@ def test_datasets_returns_the_image_size_it_decides(tfds_dir):
 def test_run_folder_names_are_public():
     assert {"config.json", "last.keras", run_folder.LOCK_FILE} <= run_folder.RUN_FILES
     assert run_folder.json_value((1, 2)) == [1, 2]
+    from keras_cra.errors import naming_flags
+
     assert run_folder.resume_differences(
         train.TrainConfig(lr=0.5, out="x"), {"lr": 0.1, "out": "y"}) == [
-        "--lr 0.5 (the run has 0.1)"]
+        "lr 0.5 (the run has 0.1)"]
+    with naming_flags():
+        assert run_folder.resume_differences(
+            train.TrainConfig(lr=0.5, out="x"), {"lr": 0.1, "out": "y"}) == [
+            "--lr 0.5 (the run has 0.1)"]
+
+
+def test_library_errors_name_arguments_and_commands_name_flags():
+    from keras_cra.errors import naming_flags
+
+    config = train.TrainConfig(lr=-1.0, out="x").resolved()
+    with pytest.raises(UsageError, match=r"^lr must be > 0\. Received: lr=-1\.0$"):
+        train.validate(config)
+    with naming_flags(), pytest.raises(UsageError,
+                                       match=r"^--lr must be > 0\. Received: --lr -1\.0$"):
+        train.validate(config)
+    with pytest.raises(UsageError, match=r"^image_size must be a multiple of 32, >= 64\. "
+                                         r"Received: image_size=70$"):
+        detect.validate(detect.DetectConfig(image_size=70).resolved())
