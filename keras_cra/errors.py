@@ -31,6 +31,23 @@ def names_flags():
     return _NAMING_FLAGS.get()
 
 
+def option(name):
+    """The command-line option of a setting: `"batch_size"` -> `"--batch-size"`."""
+    return "--" + name.replace("_", "-")
+
+
+def flag(name):
+    """How errors name a setting: `"--batch-size"` in a command (inside `naming_flags()`,
+    which `keras_cra.cli.run` sets), else the argument `"batch_size"`."""
+    return option(name) if names_flags() else name
+
+
+def received(name, value):
+    """`Received: --batch-size 0` (a command) or `Received: batch_size=0` (a library call)."""
+    return (f"Received: {flag(name)} {value}" if names_flags()
+            else f"Received: {name}={value!r}")
+
+
 class UserError(ValueError):
     """An input, file or setting that cannot be used; the message says what to do."""
 

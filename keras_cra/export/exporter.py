@@ -14,7 +14,7 @@ from keras_cra.export.formats import (  # noqa: F401
     DEFAULT_VARIANTS, FORMATS, TFLITE_VARIANTS, VARIANTS, ExportError)
 from keras_cra.export.report import print_report, write_sidecars  # noqa: F401 (CLI API)
 from keras_cra.export.serving import outputs_probabilities, serving_functions  # noqa: F401
-from keras_cra.errors import names_flags
+from keras_cra.errors import flag
 from keras_cra.files import atomic_output, sha256_of  # noqa: F401 (sha256_of re-exported)
 
 
@@ -128,8 +128,7 @@ def export_model(
     for name, value in (("verify_examples", verify_examples),
                         ("calibration_batches", calibration_batches)):
         if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-            label = "--" + name.replace("_", "-") if names_flags() else name
-            raise ExportError(f"{label} must be an integer >= 1. Received: {name}={value!r}")
+            raise ExportError(f"{flag(name)} must be an integer >= 1. Received: {name}={value!r}")
     out_dir = check_out_dir(out_dir, overwrite)
     try:
         os.makedirs(os.path.dirname(out_dir), exist_ok=True)

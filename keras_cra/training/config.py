@@ -14,7 +14,7 @@ import math
 import os
 import sys
 
-from keras_cra.errors import UsageError, names_flags
+from keras_cra.errors import UsageError, flag, option, received  # noqa: F401 (re-exported)
 
 # Bounds of what the code can do, checked before any work (each message states its bound).
 MAX_SEED = 2**31 - 1        # TensorFlow's stateless seeds are int32
@@ -70,24 +70,6 @@ HELP = {
 }
 _TYPES = {"image_size": int, "epochs": int, "batch_size": int, "lr": float,
           "warmup_epochs": float, "seed": int}
-
-
-def option(name):
-    """The command-line option of a setting: `"batch_size"` -> `"--batch-size"`."""
-    return "--" + name.replace("_", "-")
-
-
-def flag(name):
-    """How errors name a setting: `"--batch-size"` in a command (inside
-    `keras_cra.errors.naming_flags()`, which `keras_cra.cli.run` sets), else the config
-    argument `"batch_size"`."""
-    return option(name) if names_flags() else name
-
-
-def received(name, value):
-    """`Received: --batch-size 0` (a command) or `Received: batch_size=0` (a library call)."""
-    return (f"Received: {flag(name)} {value}" if names_flags()
-            else f"Received: {name}={value!r}")
 
 
 def add_run_args(parser, config_class=RunConfig, skip=(), helps=None):
