@@ -256,7 +256,8 @@ def _copy(model, call_function, copies, input_tensors):
             if "add_weight" in vars(copy):
                 object.__delattr__(copy, "add_weight")
     for original, copy in copies.values():
-        if original.weights and adopted.get(id(copy), 0) != len(original.weights):
+        weights = _weights(original)
+        if weights and adopted.get(id(copy), 0) != len(weights):
             copy.set_weights(original.get_weights())
     return new
 
@@ -288,6 +289,11 @@ def _adopt_weights(copy, original, adopted):
 _ADD_WEIGHT = inspect.signature(keras.layers.Layer.add_weight)
 
 
+def _weights(operation):
+    # A graph also holds bare operations (`x + 3.0` in MobileNetV3), which have no weights.
+    return getattr(operation, "weights", None) or []
+
+
 def _rebuild(model, call_function, copies, input_tensors=None, adopted=None):
     """A copy of `model` made of new layers (recorded as `copies[id(new)] = (old, new)`;
     a layer shared inside `model` is copied once), each call going through
@@ -302,7 +308,7 @@ def _rebuild(model, call_function, copies, input_tensors=None, adopted=None):
         else:
             copy = layer.__class__.from_config(layer.get_config())
             copies[id(copy)] = (layer, copy)
-            if adopted is not None and layer.weights and not copy.built:
+            if adopted is not None and _weights(layer) and not copy.built:
                 _adopt_weights(copy, layer, adopted)
         by_original[id(layer)] = copy
         return copy

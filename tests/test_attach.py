@@ -136,6 +136,23 @@ def test_every_weight_is_copied_exactly_and_not_shared():
         assert all("add_weight" not in vars(l) for l in model.layers)
 
 
+def test_a_graph_with_bare_operations():
+    """`x + 3.0` in a functional graph (as in keras.applications' MobileNetV3) is an
+    operation without weights; the copy keeps it and computes the same numbers."""
+    inputs = keras.Input((8, 8, 4))
+    x = keras.layers.Conv2D(4, 3, padding="same", name="conv")(inputs)
+    x = keras.layers.BatchNormalization(name="bn")(x)
+    x = keras.layers.ReLU(6.0)(x + 3.0) * (1.0 / 6.0)
+    original = keras.Model(inputs, keras.layers.Add(name="b_add")([inputs, x]))
+    assert any(not hasattr(op, "weights") for op in original.operations)
+    for model in (keras_cra.attach.copy_model(original),
+                  keras_cra.add_attention(original, "cra", near_identity=True)):
+        x = np.random.default_rng(0).normal(size=(2, 8, 8, 4)).astype("float32")
+        a, b = original(x).numpy(), model(x).numpy()
+        np.testing.assert_allclose(b, a, atol=0.01 * np.abs(a).max())
+        assert model.get_layer("conv") is not original.get_layer("conv")
+
+
 def test_shared_layers_stay_shared():
     inputs = keras.Input((16, 16, 8))
     shared = keras.layers.Conv2D(8, 3, padding="same", name="shared")
