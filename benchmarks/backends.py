@@ -2,8 +2,9 @@
 
 For every backend: CRA-ResNet-50 at 224x224, `predict_on_batch` at batch 1 and 8, and
 CRAResNet20 at 32x32, `train_on_batch` at batch 64 (the paper's CIFAR setting), for
-attention = none / cra / se / eca / floor, interleaved after warm-up (medians), ratios to
-`none` in the same process. `floor` as in RESULTS.md. Writes benchmarks/RESULTS_backends.md
+attention = none / cra / se / eca / floor / onepool, interleaved after warm-up with the order
+rotated each round; each ratio is the median over rounds of the time over `none`'s time in
+the same round. `floor` and `onepool` (the `--bound` layer) as in RESULTS.md. Writes benchmarks/RESULTS_backends.md
 and .json. Run with nothing else on the machine:
 
     python benchmarks/run.py --backends       # or: python benchmarks/backends.py
@@ -21,7 +22,7 @@ ROOT = os.path.dirname(HERE)
 sys.path.insert(0, ROOT)
 
 BACKENDS = ("tensorflow", "jax", "torch")
-ATTENTIONS = ("none", "cra", "se", "eca", "floor")
+ATTENTIONS = ("none", "cra", "se", "eca", "floor", "onepool")
 CASES = {  # name: (model, size, batch, what)
     "r50_b1": ("CRAResNet50", 224, 1, "predict"),
     "r50_b8": ("CRAResNet50", 224, 8, "predict"),
@@ -52,7 +53,7 @@ def worker(repeats):
                               keras.losses.SparseCategoricalCrossentropy(from_logits=True))
                 fns[attention] = lambda m=model, xb=x, yb=y: m.train_on_batch(xb, yb)
         reps = repeats if batch > 1 or what == "train" else repeats * 2
-        results["cases"][case] = interleaved(fns, reps, warmup=3)
+        results["cases"][case] = interleaved(fns, reps, warmup=3, rotate=True)
     print(json.dumps(results))
 
 
@@ -67,7 +68,7 @@ def run_backend(backend, repeats):
 
 
 def markdown(results, repeats):
-    from benchmarks.common import command_line, git_revision, machine
+    from benchmarks.common import command_line, git_revision, machine, round_ratio
 
     info = machine()
     lines = [
@@ -75,11 +76,13 @@ def markdown(results, repeats):
         f"Machine: {info['cpu']}, {info['cores']} cores, nothing else running; Keras "
         f"{info['keras']}; commit {git_revision()}.", "",
         f"Command: `python {command_line()}`", "",
-        "Each backend in its own process; in each, the attentions of one case interleaved "
-        f"after 3 warm-up calls, medians of {repeats} (batch 1: {2 * repeats}); ratios to the "
-        "same model with `attention=None` in the same process. `floor` is "
+        "Each backend in its own process; in each, the models of one case interleaved after 3 "
+        f"warm-up calls, {repeats} rounds (batch 1: {2 * repeats}), the order rotated each "
+        "round; a ratio is the median over rounds of a model's time over the time of the same "
+        "model with `attention=None` in that round (`none ms`: its median). `floor` is "
         "`x * sigmoid(x[:, :1, :1, :])` at CRA's place: the least any channel attention "
-        "costs.", "",
+        "costs. `onepool` is CRA with its adaptive pool replaced by one max pool (the "
+        "`--bound` layer of benchmarks/run.py; exact on 7d maps, not CRA elsewhere).", "",
         "| backend | case | none ms | " + " | ".join(f"{a}" for a in ATTENTIONS[1:])
         + " | cra - floor | cra - se |",
         "|---|---|---|" + "---|" * (len(ATTENTIONS) - 1) + "---|---|",
@@ -90,7 +93,7 @@ def markdown(results, repeats):
             continue
         for case, times in r["cases"].items():
             base = times["none"]["median_ms"]
-            ratios = {a: times[a]["median_ms"] / base for a in ATTENTIONS}
+            ratios = {a: round_ratio(times, a, "none") for a in ATTENTIONS}
             lines.append(
                 f"| {r['backend']} | {case} | {base:.1f} | "
                 + " | ".join(f"{ratios[a]:.3f}" for a in ATTENTIONS[1:])
@@ -102,7 +105,7 @@ def markdown(results, repeats):
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--backends", nargs="*", default=list(BACKENDS), choices=list(BACKENDS))
-    p.add_argument("--repeats", type=int, default=10)
+    p.add_argument("--repeats", type=int, default=15)
     p.add_argument("--quick", action="store_true", help="3 repetitions")
     p.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
     p.add_argument("--out", default=HERE)

@@ -76,19 +76,25 @@ def machine():
     }
 
 
-def interleaved(fns, repeats, warmup=2, inner=1, before=None):
+def interleaved(fns, repeats, warmup=2, inner=1, before=None, rotate=False):
     """Times each of `fns` (a dict name -> callable) in A/B/A/B order.
 
     `before`, if given, runs untimed before each timed call (e.g. `gc.collect`).
+    With `rotate`, round `r` starts at the `r`-th callable, so no callable always
+    runs right after the same other one.
 
-    Returns `{name: {"median_ms", "min_ms", "max_ms"}}` per call.
+    Returns `{name: {"median_ms", "min_ms", "max_ms", "times_ms"}}` per call,
+    `times_ms` listing the rounds in order (for per-round ratios, `round_ratio`).
     """
     for fn in fns.values():
         for _ in range(warmup):
             fn()
     times = {name: [] for name in fns}
-    for _ in range(repeats):
-        for name, fn in fns.items():
+    names = list(fns)
+    for r in range(repeats):
+        shift = r % len(names) if rotate else 0
+        for name in names[shift:] + names[:shift]:
+            fn = fns[name]
             if before is not None:
                 before()
             t = time.perf_counter()
@@ -97,9 +103,19 @@ def interleaved(fns, repeats, warmup=2, inner=1, before=None):
             times[name].append((time.perf_counter() - t) / inner * 1000)
     return {
         name: {"median_ms": float(np.median(v)), "min_ms": float(np.min(v)),
-               "max_ms": float(np.max(v))}
+               "max_ms": float(np.max(v)), "times_ms": [float(t) for t in v]}
         for name, v in times.items()
     }
+
+
+def round_ratio(results, name, base):
+    """Median over rounds of `name`'s time over `base`'s in the same round.
+
+    Slow drifts of the machine (frequency, other load) hit both calls of a
+    round alike, so this is steadier than a ratio of two medians.
+    """
+    a, b = results[name]["times_ms"], results[base]["times_ms"]
+    return float(np.median(np.array(a) / np.array(b)))
 
 
 def ratio(a, b):

@@ -49,6 +49,18 @@ def test_repeats_and_interleaving():
                     warmup=1)
     assert calls == ["a", "b"] + ["a", "b"] * 3
     assert set(r) == {"a", "b"} and r["a"]["min_ms"] <= r["a"]["median_ms"] <= r["a"]["max_ms"]
+    calls.clear()
+    r = interleaved({"a": lambda: calls.append("a"), "b": lambda: calls.append("b")}, 3,
+                    warmup=0, rotate=True)
+    assert calls == ["a", "b", "b", "a", "a", "b"] and len(r["a"]["times_ms"]) == 3
+
+
+def test_round_ratio_pairs_rounds():
+    from benchmarks.common import round_ratio
+
+    # Round by round b is twice a; the medians alone would give 3.0 / 3.0 = 1.
+    r = {"a": {"times_ms": [1.0, 3.0, 10.0]}, "b": {"times_ms": [2.0, 6.0, 3.0]}}
+    assert round_ratio(r, "b", "a") == 2.0
 
 
 @pytest.mark.slow  # ~20 s; tests/test_attach.py covers the same checks on smaller models

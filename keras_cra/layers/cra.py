@@ -222,8 +222,12 @@ def adaptive_max_pool(x, output_size, axes, fast=True):
     """
     sizes = [x.shape[a] for a in axes]
     plans = [single_max_pool(s, output_size) if fast else None for s in sizes]
-    if fast and _POOLING.get() != "slices" and keras.backend.backend() == "torch":
-        return _torch_adaptive_max_pool(x, output_size, axes, plans)
+    if fast and _POOLING.get() != "slices" and None not in x.shape[1:]:
+        backend = keras.backend.backend()
+        if backend == "torch":
+            return _torch_adaptive_max_pool(x, output_size, axes, plans)
+        if backend == "jax":
+            return _jax_adaptive_max_pool(x, output_size, axes)
     if all(plans) and plans[0][2] == plans[1][2]:
         return _strided_max_pool(x, [p[:2] for p in plans], axes, plans[0][2])
     order = sorted(range(2), key=lambda i: plans[i] is None)  # single pools first
@@ -243,30 +247,138 @@ def adaptive_max_pool(x, output_size, axes, fast=True):
     return x
 
 
+def _max_by_blocks(x, axis, bins):
+    # `size` a multiple of `bins`: equal blocks, a reshape and a max over each.
+    window = x.shape[axis] // bins
+    if window == 1:
+        return x
+    shape = [-1] + list(x.shape[1:axis]) + [bins, window] + list(x.shape[axis + 1 :])
+    return ops.max(ops.reshape(x, shape), axis=axis + 1)
+
+
+@functools.cache
+def strided_runs(size, bins):
+    """Adaptive max pooling along one axis as strided slices of running maxima.
+
+    `running[L][r]` is the max of rows `r .. r + L - 1`; each bin is one row of
+    the running max of its length. The distinct windows are grouped by length
+    into runs of equally spaced starts, one strided slice each.
+
+    Returns:
+        `(lengths, pieces, index)`: the window lengths needed (ascending),
+        `pieces` a tuple of `(length, start, stop, step)` slices of those
+        running maxima, and `index[i]` the row of bin `i` in the pieces
+        concatenated in order (`None` when that is `range(bins)`).
+    """
+    start, end = adaptive_max_windows(size, bins)
+    bins_ = list(zip(start.tolist(), (end - start).tolist()))
+    windows = sorted(set(bins_), key=lambda w: (w[1], w[0]))
+    pieces, order = [], []
+    for w in windows:
+        last = pieces[-1] if pieces else None
+        if last and last[0] == w[1] and (last[3] is None or w[0] - last[2] == last[3]):
+            step = w[0] - last[2] if last[3] is None else last[3]
+            pieces[-1] = (w[1], last[1], w[0], step)
+        else:
+            pieces.append((w[1], w[0], w[0], None))
+        order.append(w)
+    pieces = tuple((l, a, e + 1, st or 1) for l, a, e, st in pieces)
+    index = tuple(order.index(b) for b in bins_)
+    lengths = tuple(sorted({p[0] for p in pieces}))
+    return lengths, pieces, None if index == tuple(range(bins)) else index
+
+
+def _max_by_strides(x, axis, bins):
+    size = x.shape[axis]
+    lengths, pieces, index = strided_runs(size, bins)
+    running, m = {1: x}, x
+    for length in range(2, lengths[-1] + 1):
+        m = ops.maximum(_axis_slice(m, axis, 0, size - length + 1),
+                        _axis_slice(x, axis, length - 1, size))
+        running[length] = m
+    parts = []
+    for length, a, e, step in pieces:
+        index_ = [slice(None)] * len(x.shape)
+        index_[axis] = slice(a, e, step)
+        parts.append(running[length][tuple(index_)])
+    y = parts[0] if len(parts) == 1 else ops.concatenate(parts, axis=axis)
+    return y if index is None else ops.take(y, np.array(index), axis=axis)
+
+
+def _max_by_bins(x, axis, bins):
+    # Each bin's rows sliced and reduced, the bins concatenated.
+    start, end = adaptive_max_windows(x.shape[axis], bins)
+    parts = [
+        ops.max(_axis_slice(x, axis, a, e), axis=axis, keepdims=True)
+        for a, e in zip(start.tolist(), end.tolist())
+    ]
+    return ops.concatenate(parts, axis=axis)
+
+
+def _jax_adaptive_max_pool(x, output_size, axes):
+    """The JAX backend's fast paths (the same numbers as the general ones).
+
+    XLA's gradient of a max pool (`select_and_scatter`) and of a gather (a
+    scatter-add) are the slow parts of a CRA training step on CPU. Here every
+    axis is pooled by reductions and slices only, whose gradients are
+    elementwise: equal blocks by a reshape, windows of at most 4 rows by
+    slices of running maxima (`strided_runs`), longer ones bin by bin
+    (measured fastest for each, forward and gradient, on CPU).
+    NaN: see `ChannelReassessmentAttention` (XLA's reductions decide).
+    """
+    for axis in axes:
+        size = x.shape[axis]
+        if size % output_size == 0:
+            x = _max_by_blocks(x, axis, output_size)
+        elif strided_runs(size, output_size)[0][-1] <= 4:
+            x = _max_by_strides(x, axis, output_size)
+        else:
+            x = _max_by_bins(x, axis, output_size)
+    return x
+
+
 def _torch_adaptive_max_pool(x, output_size, axes, plans):
     """The PyTorch backend's fast paths (the same numbers as the general ones).
 
-    Keras' torch `max_pool` copies a channels-last map to channels-first and back (29 ms
-    for an 8x56x56x256 map, against 1 ms here). Where both axes split into equal blocks
-    (a multiple of `output_size`), the pool is a reshape and two max reductions (Keras
-    ops, reading the map in place); otherwise it is PyTorch's own adaptive max pool, the
-    definition of CRA's windows, on a channels-first *view* of the map (no copy).
-    NaN: both propagate a NaN of a window to its bin, as the other backends' paths do.
+    Keras' torch layers hand on channels-last tensors whose memory is channels-first (a
+    permuted view of their convolution's output), and Keras' torch `max_pool` copies to
+    channels-first and back (29 ms for an 8x56x56x256 map). Here the memory layout picks
+    the path (times for that map at batch 8, 2 threads, on PyTorch's layout):
+    - a map of `output_size` rows and columns: the map itself;
+    - channels-first memory, both axes multiples of `output_size` with windows of 8 or
+      more rows: a reshape and max over rows, then over columns, reading memory in order
+      (4 ms, against 6-10 ms for the other orders);
+    - other channels-first memory: one copy to channels-last memory and PyTorch's own
+      adaptive max pool (the definition of CRA's windows; fastest on channels-last
+      memory, and its gradient the fastest on this backend);
+    - channels-last memory: equal blocks by a reshape and two max reductions in place,
+      else PyTorch's adaptive max pool on a channels-first view (no copy).
+    NaN: every path propagates a NaN of a window to its bin.
     """
-    static = all(d is not None for d in x.shape[1:])
-    if static and all(p is not None and p[2] == "valid" and p[0] == p[1] for p in plans):
-        a = axes[0]
-        (wa, _, _), (wb, _, _) = plans
-        shape = list(x.shape)
-        blocks = [-1] + shape[1:a] + [shape[a] // wa, wa, shape[a + 1] // wb, wb] + shape[a + 2:]
-        return ops.max(ops.max(ops.reshape(x, blocks), axis=a + 3), axis=a + 1)
     import torch
 
     x = ops.convert_to_tensor(x)
-    if tuple(axes) == (1, 2):
-        pooled = torch.nn.functional.adaptive_max_pool2d(x.permute(0, 3, 1, 2), output_size)
-        return pooled.permute(0, 2, 3, 1)
-    return torch.nn.functional.adaptive_max_pool2d(x, output_size)
+    last = tuple(axes) == (1, 2)
+    blocks = all(p is not None and p[2] == "valid" and p[0] == p[1] for p in plans)
+    if blocks and plans[0][0] == plans[1][0] == 1:
+        return x
+    first = x.permute(0, 3, 1, 2) if last else x  # (N, C, H, W), a view
+    if first.is_contiguous():  # channels-first memory
+        n, c, h, w = first.shape
+        if blocks and min(plans[0][0], plans[1][0]) >= 8:
+            kh, kw = plans[0][0], plans[1][0]
+            y = first.reshape(n, c, output_size, kh, w).amax(3)
+            pooled = y.reshape(n, c, output_size, output_size, kw).amax(4)
+        else:
+            first = first.contiguous(memory_format=torch.channels_last)
+            pooled = torch.nn.functional.adaptive_max_pool2d(first, output_size)
+    elif blocks:
+        for axis in axes:
+            x = _max_by_blocks(x, axis, output_size)
+        return x
+    else:
+        pooled = torch.nn.functional.adaptive_max_pool2d(first, output_size)
+    return pooled.permute(0, 2, 3, 1) if last else pooled
 
 
 def _strided_max_pool(x, plans, axes, padding="valid"):
@@ -300,14 +412,19 @@ class ChannelReassessmentAttention(ChannelGate):
     In a residual block it sits after the last convolution + BatchNorm,
     before the residual addition.
 
-    Non-finite inputs: an axis pooled by max pools skips NaN values, so a
-    NaN pixel leaves its channel's gate finite and only that pixel's output
-    is NaN. That is every axis whose size one max pool covers (multiples of
+    Non-finite inputs: infinities behave the same on every path. NaN
+    depends on the backend's max. PyTorch: a bin whose window holds a NaN is
+    NaN (as in PyTorch's own adaptive max pool), so the channel's gate and
+    whole output are NaN. TensorFlow: an axis pooled by a max pool skips NaN
+    (a NaN pixel leaves the gate finite and only that pixel's output NaN);
+    that is every axis whose size one max pool covers (multiples of
     `pool_size`, `pool_size * d + 1`, `pool_size * d - 1`; see
-    `single_max_pool`), and every static size inside `builtin_pooling()`
-    (how the TFLite exporter traces). Other sizes take a gather path that,
-    like PyTorch's adaptive max pool, makes a bin holding a NaN NaN, and so
-    the whole channel's output. Infinities behave the same on every path.
+    `single_max_pool`) except a map of `pool_size` itself (each bin is one
+    pixel), and every static size inside `builtin_pooling()` (how the TFLite
+    exporter traces); other sizes take a gather path that propagates the NaN.
+    JAX: windows of at most 4 rows (elementwise maxima) propagate NaN; on
+    longer windows XLA's CPU max reduction may skip it (seen on 56x56 maps)
+    or propagate it (32x32).
 
     Args:
         pool_size: int, side of the pooled map and of the depthwise kernel.

@@ -66,6 +66,23 @@ BACKEND_SCRIPT = textwrap.dedent(
     import json, sys, numpy as np, keras
     from keras_cra.layers import ATTENTIONS, get_attention
     assert keras.backend.backend() == "{backend}"
+
+    def grad_of(f, x):
+        if keras.backend.backend() == "jax":
+            import jax
+            return np.asarray(jax.grad(f)(x))
+        if keras.backend.backend() == "torch":
+            import torch
+            t = torch.tensor(x, requires_grad=True)
+            f(t).backward()
+            return t.grad.numpy()
+        import tensorflow as tf
+        t = tf.constant(x)
+        with tf.GradientTape() as tape:
+            tape.watch(t)
+            y = f(t)
+        return tape.gradient(y, t).numpy()
+
     weights, x = np.load(sys.argv[1], allow_pickle=True), np.load(sys.argv[2])
     out = {{}}
     for name in sorted(ATTENTIONS):
@@ -90,12 +107,25 @@ BACKEND_SCRIPT = textwrap.dedent(
     # adaptive pool on a channels-first view) in both data formats, against NumPy.
     from keras_cra.layers import adaptive_max_pool as pool
     from tests.references import adaptive_max_pool_nhwc as reference
-    for h, w in [(56, 56), (14, 28), (32, 32), (7, 7), (9, 4), (1, 1)]:
+    from tests.references import adaptive_max_pool_grad_nhwc as reference_grad
+    sizes = [(56, 56), (112, 56), (14, 28), (32, 32), (7, 7), (9, 4), (1, 1), (16, 13), (8, 48), (3, 20)]
+    for h, w in sizes:
         xs = rng.normal(size=(2, h, w, 5)).astype("float32")
         np.testing.assert_array_equal(keras.ops.convert_to_numpy(pool(xs, 7, (1, 2))),
                                       reference(xs, 7))
         first = keras.ops.convert_to_numpy(pool(xs.transpose(0, 3, 1, 2), 7, (2, 3)))
         np.testing.assert_array_equal(first.transpose(0, 2, 3, 1), reference(xs, 7))
+        if keras.backend.backend() == "torch":  # Keras' torch layout: channels-first memory
+            import torch
+            view = torch.tensor(xs.transpose(0, 3, 1, 2).copy()).permute(0, 2, 3, 1)
+            np.testing.assert_array_equal(keras.ops.convert_to_numpy(pool(view, 7, (1, 2))),
+                                          reference(xs, 7))
+        # The gradient of this backend's path (unique maxima: each bin's to its argmax).
+        up = rng.normal(size=(2, 7, 7, 5)).astype("float32")
+        up_ = keras.ops.convert_to_tensor(up)
+        got = grad_of(lambda t: keras.ops.sum(keras.ops.multiply(pool(t, 7, (1, 2)), up_)), xs)
+        np.testing.assert_allclose(got, reference_grad(xs, 7, up), rtol=1e-6, atol=1e-6,
+                                   err_msg=str((h, w)))
     # The exporter's pooling (max pools on slices) on this backend too.
     from keras_cra.layers import adaptive_max_pool, builtin_pooling
     from tests.references import adaptive_max_pool_nhwc
@@ -104,18 +134,25 @@ BACKEND_SCRIPT = textwrap.dedent(
         with builtin_pooling():
             pooled = keras.ops.convert_to_numpy(adaptive_max_pool(xs, 7, (1, 2)))
         np.testing.assert_array_equal(pooled, adaptive_max_pool_nhwc(xs, 7))
+    # A .keras file saved on TensorFlow loads here; one saved here is read back there.
+    model = keras.saving.load_model(sys.argv[3])
+    images = np.load(sys.argv[4])
+    out["model"] = keras.ops.convert_to_numpy(model.predict_on_batch(images)).tolist()
+    model.save(sys.argv[5])
     print(json.dumps(out))
     """
 )
 
 
-@pytest.mark.parametrize("backend", ["torch", "jax"])
+@pytest.mark.parametrize("backend", ["torch", "jax", "tensorflow"])
 def test_same_numbers_on_other_backends(backend, tmp_path):
-    """keras.ops only: JAX and PyTorch give TensorFlow's numbers with the same weights."""
+    """keras.ops only: JAX and PyTorch give TensorFlow's numbers with the same weights, every
+    backend's pooling and its gradient match NumPy, and `.keras` files move both ways."""
     import json
 
     import keras
 
+    from keras_cra.applications import CRAResNet20
     from keras_cra.layers import get_attention
 
     if importlib.util.find_spec(backend) is None:
@@ -128,13 +165,23 @@ def test_same_numbers_on_other_backends(backend, tmp_path):
         weights[name] = layer.get_weights()
     np.save(tmp_path / "w.npy", np.array(weights, dtype=object), allow_pickle=True)
     np.save(tmp_path / "x.npy", x)
+    model = CRAResNet20(weights=None, input_shape=(20, 20, 3))  # 20, 10, 5: three CRA paths
+    model.save(tmp_path / "tf.keras")
+    images = contract.images((2, 20, 20, 3))
+    np.save(tmp_path / "images.npy", images)
     root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
     done = subprocess.run(
         [sys.executable, "-c", BACKEND_SCRIPT.format(backend=backend),
-         str(tmp_path / "w.npy"), str(tmp_path / "x.npy")],
+         str(tmp_path / "w.npy"), str(tmp_path / "x.npy"), str(tmp_path / "tf.keras"),
+         str(tmp_path / "images.npy"), str(tmp_path / "other.keras")],
         env=dict(os.environ, KERAS_BACKEND=backend, PYTHONPATH=root), cwd=root,
         capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr[-3000:]
     got = json.loads(done.stdout.strip().splitlines()[-1])
     for name in NAMES:
         np.testing.assert_allclose(np.array(got[name]), expected[name], rtol=1e-5, atol=1e-5)
+    reference = keras.ops.convert_to_numpy(model.predict_on_batch(images))
+    np.testing.assert_allclose(np.array(got["model"]), reference, rtol=1e-4, atol=1e-5)
+    back = keras.saving.load_model(tmp_path / "other.keras")
+    np.testing.assert_allclose(keras.ops.convert_to_numpy(back.predict_on_batch(images)),
+                               reference, rtol=1e-4, atol=1e-5)
