@@ -30,7 +30,7 @@ CASES = {  # name: (model, size, batch, what)
 }
 
 
-def worker(repeats):
+def worker(repeats, cases=tuple(CASES)):
     """Runs in a process whose KERAS_BACKEND is set; prints one JSON line."""
     import keras
     import numpy as np
@@ -40,7 +40,8 @@ def worker(repeats):
 
     rng = np.random.default_rng(0)
     results = {"backend": keras.backend.backend(), "cases": {}}
-    for case, (model_name, size, batch, what) in CASES.items():
+    for case in cases:
+        model_name, size, batch, what = CASES[case]
         fns = {}
         for attention in ATTENTIONS:
             model = build(model_name, attention, size)
@@ -57,11 +58,11 @@ def worker(repeats):
     print(json.dumps(results))
 
 
-def run_backend(backend, repeats):
+def run_backend(backend, repeats, cases=tuple(CASES)):
     env = dict(os.environ, KERAS_BACKEND=backend, TF_CPP_MIN_LOG_LEVEL="3",
                PYTHONPATH=ROOT)
     done = subprocess.run([sys.executable, os.path.abspath(__file__), "--worker",
-                           "--repeats", str(repeats)], env=env, capture_output=True, text=True)
+                           "--repeats", str(repeats), "--cases", *cases], env=env, capture_output=True, text=True)
     if done.returncode != 0:
         return {"backend": backend, "error": done.stderr.strip().splitlines()[-1:]}
     return json.loads(done.stdout.strip().splitlines()[-1])
@@ -107,13 +108,14 @@ def main(argv=None):
     p.add_argument("--backends", nargs="*", default=list(BACKENDS), choices=list(BACKENDS))
     p.add_argument("--repeats", type=int, default=15)
     p.add_argument("--quick", action="store_true", help="3 repetitions")
+    p.add_argument("--cases", nargs="+", default=list(CASES), choices=list(CASES))
     p.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
     p.add_argument("--out", default=HERE)
     a = p.parse_args(argv)
     repeats = 3 if a.quick else a.repeats
     if a.worker:
-        return worker(repeats)
-    results = [run_backend(b, repeats) for b in a.backends]
+        return worker(repeats, a.cases)
+    results = [run_backend(b, repeats, a.cases) for b in a.backends]
     text = markdown(results, repeats)
     with open(os.path.join(a.out, "RESULTS_backends.md"), "w") as f:
         f.write(text)
