@@ -345,9 +345,10 @@ def _torch_adaptive_max_pool(x, output_size, axes, plans):
     channels-first and back (29 ms for an 8x56x56x256 map). Here the memory layout picks
     the path (times for that map at batch 8, 2 threads, on PyTorch's layout):
     - a map of `output_size` rows and columns: the map itself;
-    - channels-first memory, both axes multiples of `output_size` with windows of 8 or
-      more rows: a reshape and max over rows, then over columns, reading memory in order
-      (4 ms, against 6-10 ms for the other orders);
+    - channels-first memory, both axes multiples of `output_size`: rows, then columns,
+      reading memory in order; windows of 8 or more rows by a reshape and max (4 ms,
+      against 6-10 ms for the other orders), shorter ones by elementwise maxima of strided
+      views (8x28x28x512: 1.6 ms, against 2.0 ms for the adaptive pool below);
     - other channels-first memory: one copy to channels-last memory and PyTorch's own
       adaptive max pool (the definition of CRA's windows; fastest on channels-last
       memory, and its gradient the fastest on this backend);
@@ -365,10 +366,16 @@ def _torch_adaptive_max_pool(x, output_size, axes, plans):
     first = x.permute(0, 3, 1, 2) if last else x  # (N, C, H, W), a view
     if first.is_contiguous():  # channels-first memory
         n, c, h, w = first.shape
-        if blocks and min(plans[0][0], plans[1][0]) >= 8:
+        if blocks:
             kh, kw = plans[0][0], plans[1][0]
-            y = first.reshape(n, c, output_size, kh, w).amax(3)
-            pooled = y.reshape(n, c, output_size, output_size, kw).amax(4)
+            y = first.reshape(n, c, output_size, kh, w)
+            if min(kh, kw) >= 8:
+                y = y.amax(3).reshape(n, c, output_size, output_size, kw)
+                pooled = y.amax(4)
+            else:  # short windows: elementwise maxima of strided views
+                y = functools.reduce(torch.maximum, [y[:, :, :, j] for j in range(kh)])
+                y = y.reshape(n, c, output_size, output_size, kw)
+                pooled = functools.reduce(torch.maximum, [y[..., j] for j in range(kw)])
         else:
             first = first.contiguous(memory_format=torch.channels_last)
             pooled = torch.nn.functional.adaptive_max_pool2d(first, output_size)
