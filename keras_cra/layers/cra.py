@@ -169,9 +169,9 @@ def builtin_pooling():
         _POOLING.reset(token)
 
 
-def _axis_slice(x, axis, start, stop):
+def _axis_slice(x, axis, start, stop, step=None):
     index = [slice(None)] * len(x.shape)
-    index[axis] = slice(start, stop)
+    index[axis] = slice(start, stop, step)
     return x[tuple(index)]
 
 
@@ -296,11 +296,7 @@ def _max_by_strides(x, axis, bins):
         m = ops.maximum(_axis_slice(m, axis, 0, size - length + 1),
                         _axis_slice(x, axis, length - 1, size))
         running[length] = m
-    parts = []
-    for length, a, e, step in pieces:
-        index_ = [slice(None)] * len(x.shape)
-        index_[axis] = slice(a, e, step)
-        parts.append(running[length][tuple(index_)])
+    parts = [_axis_slice(running[length], axis, a, e, step) for length, a, e, step in pieces]
     y = parts[0] if len(parts) == 1 else ops.concatenate(parts, axis=axis)
     return y if index is None else ops.take(y, np.array(index), axis=axis)
 
