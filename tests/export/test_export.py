@@ -244,7 +244,7 @@ def test_classify_app_with_every_kind_of_model(trained_cra20, full_export, tfds_
 
     from keras_cra import data, inference
 
-    ds, info = data.load("fashion_mnist", "test[:12]", tfds_dir)
+    ds, info = data.load("fashion_mnist", "test[:100]", tfds_dir)
     folder = tmp_path / "images"
     folder.mkdir()
     truth = []
@@ -253,14 +253,16 @@ def test_classify_app_with_every_kind_of_model(trained_cra20, full_export, tfds_
         truth.append(info.class_names[int(label)])
     out, _ = full_export
     paths = inference.image_paths(str(folder))
-    assert len(paths) == 12
+    assert len(paths) == 100
     results = {}
     for model in (out / "model_float32.tflite", out / "saved_model", trained_cra20):
         classifier = inference.load_classifier(str(model))
         assert classifier.labels == info.class_names  # labels.txt / the run's config.json
         results[classifier.kind + str(model)[-10:]] = inference.classify(classifier, paths)
     keras_top1 = [r["top"][0][0] for r in results["keras" + trained_cra20[-10:]]]
-    assert np.mean([p == t for p, t in zip(keras_top1, truth)]) >= 0.6
+    # The model scores about 0.69 on these test images (chance: 0.1); 100 images keep a
+    # correct classify above 0.5 (P(below) about 2e-5), while misread images fall to chance.
+    assert np.mean([p == t for p, t in zip(keras_top1, truth)]) >= 0.5
     for name, rows in results.items():
         assert [r["top"][0][0] for r in rows] == keras_top1, name
         assert all(len(r["top"]) == 5 and r["latency_ms"] > 0 for r in rows)
