@@ -4,8 +4,9 @@ For every backend: CRA-ResNet-50 at 224x224, `predict_on_batch` at batch 1 and 8
 CRAResNet20 at 32x32, `train_on_batch` at batch 64 (the paper's CIFAR setting), for
 attention = none / cra / se / eca / floor / onepool, interleaved after warm-up with the order
 rotated each round; each ratio is the median over rounds of the time over `none`'s time in
-the same round. `floor` and `onepool` (the `--bound` layer) as in RESULTS.md. Writes benchmarks/RESULTS_backends.md
-and .json. Run with nothing else on the machine:
+the same round. `floor` and `onepool` (the `--bound` layer) as in RESULTS.md. CRA - floor and
+CRA - SE come with a bootstrap interval over rounds and the issue's target read against it
+(met / missed / undecided). Writes benchmarks/RESULTS_backends.md and .json. Run with nothing else on the machine:
 
     python benchmarks/run.py --backends       # or: python benchmarks/backends.py
     python benchmarks/backends.py --quick     # fewer repetitions
@@ -23,6 +24,8 @@ sys.path.insert(0, ROOT)
 
 BACKENDS = ("tensorflow", "jax", "torch")
 ATTENTIONS = ("none", "cra", "se", "eca", "floor", "onepool")
+# The issue's targets: CRA - floor and CRA - SE (per case, None: no target).
+TARGETS = {"predict": {"floor": 0.05, "se": 0.02}, "train": {"floor": 0.10, "se": None}}
 CASES = {  # name: (model, size, batch, what)
     "r50_b1": ("CRAResNet50", 224, 1, "predict"),
     "r50_b8": ("CRAResNet50", 224, 8, "predict"),
@@ -68,6 +71,14 @@ def run_backend(backend, repeats, cases=tuple(CASES)):
     return json.loads(done.stdout.strip().splitlines()[-1])
 
 
+def difference_cell(times, other, target):
+    from benchmarks.common import ratio_difference, verdict
+
+    d, low, high = ratio_difference(times, "cra", other, "none")
+    cell = f"{d:+.3f} [{low:+.3f}, {high:+.3f}]"
+    return cell + (f" {verdict(low, high, target)}" if target is not None else "")
+
+
 def markdown(results, repeats):
     from benchmarks.common import command_line, git_revision, machine, round_ratio
 
@@ -84,6 +95,11 @@ def markdown(results, repeats):
         "`x * sigmoid(x[:, :1, :1, :])` at CRA's place: the least any channel attention "
         "costs. `onepool` is CRA with its adaptive pool replaced by one max pool (the "
         "`--bound` layer of benchmarks/run.py; exact on 7d maps, not CRA elsewhere).", "",
+        "`cra - floor` and `cra - se`: the difference of the two ratios, then its 90% bootstrap "
+        "interval over rounds (rounds resampled whole), then the target's reading: `met` when "
+        "the whole interval is at or below the target (inference: CRA - floor <= 0.05 and "
+        "CRA - SE <= 0.02; training: CRA - floor <= 0.10), `missed` when it is above, "
+        "`undecided` when the interval holds the target (this run's noise cannot tell).", "",
         "| backend | case | none ms | " + " | ".join(f"{a}" for a in ATTENTIONS[1:])
         + " | cra - floor | cra - se |",
         "|---|---|---|" + "---|" * (len(ATTENTIONS) - 1) + "---|---|",
@@ -95,24 +111,25 @@ def markdown(results, repeats):
         for case, times in r["cases"].items():
             base = times["none"]["median_ms"]
             ratios = {a: round_ratio(times, a, "none") for a in ATTENTIONS}
+            targets = TARGETS[CASES[case][3]]
             lines.append(
                 f"| {r['backend']} | {case} | {base:.1f} | "
                 + " | ".join(f"{ratios[a]:.3f}" for a in ATTENTIONS[1:])
-                + f" | {ratios['cra'] - ratios['floor']:+.3f} | "
-                  f"{ratios['cra'] - ratios['se']:+.3f} |")
+                + f" | {difference_cell(times, 'floor', targets['floor'])} | "
+                  f"{difference_cell(times, 'se', targets['se'])} |")
     return "\n".join(lines) + "\n"
 
 
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--backends", nargs="*", default=list(BACKENDS), choices=list(BACKENDS))
-    p.add_argument("--repeats", type=int, default=15)
-    p.add_argument("--quick", action="store_true", help="3 repetitions")
+    p.add_argument("--repeats", type=int, default=60)
+    p.add_argument("--quick", action="store_true", help="5 repetitions")
     p.add_argument("--cases", nargs="+", default=list(CASES), choices=list(CASES))
     p.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
     p.add_argument("--out", default=HERE)
     a = p.parse_args(argv)
-    repeats = 3 if a.quick else a.repeats
+    repeats = 5 if a.quick else a.repeats
     if a.worker:
         return worker(repeats, a.cases)
     results = [run_backend(b, repeats, a.cases) for b in a.backends]

@@ -118,6 +118,34 @@ def round_ratio(results, name, base):
     return float(np.median(np.array(a) / np.array(b)))
 
 
+def ratio_difference(results, name, other, base, level=0.9, samples=4000, seed=0):
+    """`round_ratio(name) - round_ratio(other)` with a bootstrap interval over rounds.
+
+    Rounds are resampled with replacement, the three calls of a round kept
+    together, so the interval reflects how much the difference moves with the
+    call-to-call noise of this run.
+
+    Returns:
+        `(difference, low, high)`, the interval's bounds at `level`.
+    """
+    base_t = np.array(results[base]["times_ms"])
+    a = np.array(results[name]["times_ms"]) / base_t
+    b = np.array(results[other]["times_ms"]) / base_t
+    rounds = np.random.default_rng(seed).integers(0, len(a), size=(samples, len(a)))
+    d = np.median(a[rounds], axis=1) - np.median(b[rounds], axis=1)
+    low, high = np.quantile(d, [(1 - level) / 2, (1 + level) / 2])
+    return float(np.median(a) - np.median(b)), float(low), float(high)
+
+
+def verdict(low, high, target):
+    """`met` if the whole interval is at or below `target`, `missed` if above it, else `undecided`."""
+    if high <= target:
+        return "met"
+    if low > target:
+        return "missed"
+    return "undecided"
+
+
 def ratio(a, b):
     return a["median_ms"] / b["median_ms"]
 

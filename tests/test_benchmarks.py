@@ -63,6 +63,46 @@ def test_round_ratio_pairs_rounds():
     assert round_ratio(r, "b", "a") == 2.0
 
 
+def test_ratio_difference_resamples_whole_rounds():
+    from benchmarks.common import ratio_difference
+
+    rng = np.random.default_rng(1)
+    noise = rng.uniform(0.8, 1.4, size=40)
+    # `c` and `b` share each round's slow-down and c is 0.1 dearer, so every resample of
+    # whole rounds gives exactly 0.1; resampling the two separately would not.
+    r = {"a": {"times_ms": [100.0] * 40}, "b": {"times_ms": list(100 * noise)},
+         "c": {"times_ms": list(100 * noise + 10)}}
+    d, low, high = ratio_difference(r, "c", "b", "a")
+    assert d == pytest.approx(0.1) and low == pytest.approx(0.1) and high == pytest.approx(0.1)
+    # Independent noise: a real interval around the difference of the round ratios.
+    r["c"] = {"times_ms": list(100 * rng.uniform(0.8, 1.4, size=40) + 10)}
+    d, low, high = ratio_difference(r, "c", "b", "a")
+    assert low < d < high and high - low > 0.05
+
+
+def test_verdict_reads_the_whole_interval():
+    from benchmarks.common import verdict
+
+    assert verdict(0.01, 0.05, 0.05) == "met"
+    assert verdict(0.051, 0.2, 0.05) == "missed"
+    assert verdict(0.03, 0.07, 0.05) == "undecided"
+
+
+def test_backends_table_gives_intervals_and_readings():
+    from benchmarks.backends import ATTENTIONS, markdown
+
+    rounds = 30
+    rng = np.random.default_rng(2)
+    times = {a: {"median_ms": 100.0, "times_ms": list(100 * rng.uniform(0.99, 1.01, rounds))}
+             for a in ATTENTIONS}
+    times["cra"]["times_ms"] = [t * 1.3 for t in times["none"]["times_ms"]]  # +0.3: missed
+    text = markdown([{"backend": "torch", "cases": {"r50_b8": times}}], rounds)
+    row = next(line for line in text.splitlines() if line.startswith("| torch | r50_b8"))
+    cells = [c.strip() for c in row.split("|")[1:-1]]
+    assert cells[-2].endswith("missed") and cells[-1].endswith("missed"), row
+    assert cells[-2].startswith("+0.2") or cells[-2].startswith("+0.3"), row
+
+
 @pytest.mark.slow  # ~20 s; tests/test_attach.py covers the same checks on smaller models
 def test_attention_table_row():
     """One row of benchmarks/attention_table.py, small input (the full table: slow test)."""
