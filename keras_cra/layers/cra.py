@@ -297,8 +297,24 @@ def _max_by_strides(x, axis, bins):
                         _axis_slice(x, axis, length - 1, size))
         running[length] = m
     parts = [_axis_slice(running[length], axis, a, e, step) for length, a, e, step in pieces]
-    y = parts[0] if len(parts) == 1 else ops.concatenate(parts, axis=axis)
-    return y if index is None else ops.take(y, np.array(index), axis=axis)
+    if index is not None:
+        # Bins in order as slices of the pieces, not a gather: XLA's gradient of a gather
+        # is a scatter-add, slow on CPU.
+        parts = [_axis_slice(parts[p], axis, a, b) for p, a, b in _bin_runs(pieces, index)]
+    return parts[0] if len(parts) == 1 else ops.concatenate(parts, axis=axis)
+
+
+def _bin_runs(pieces, index):
+    # `index` as runs of consecutive rows of one piece: `(piece, start, stop)` each.
+    sizes = [len(range(a, e, step)) for _, a, e, step in pieces]
+    where = [(p, r) for p, n in enumerate(sizes) for r in range(n)]
+    runs = []
+    for p, r in (where[i] for i in index):
+        if runs and runs[-1][0] == p and runs[-1][2] == r:
+            runs[-1][2] = r + 1
+        else:
+            runs.append([p, r, r + 1])
+    return [tuple(run) for run in runs]
 
 
 def _max_by_bins(x, axis, bins):

@@ -108,7 +108,8 @@ BACKEND_SCRIPT = textwrap.dedent(
     from keras_cra.layers import adaptive_max_pool as pool
     from tests.references import adaptive_max_pool_nhwc as reference
     from tests.references import adaptive_max_pool_grad_nhwc as reference_grad
-    sizes = [(56, 56), (112, 56), (14, 28), (32, 32), (7, 7), (9, 4), (1, 1), (16, 13), (8, 48), (3, 20)]
+    sizes = [(56, 56), (112, 56), (14, 28), (32, 32), (7, 7), (9, 4), (1, 1), (16, 13), (8, 48),
+             (3, 20), (10, 11), (12, 17)]
     for h, w in sizes:
         xs = rng.normal(size=(2, h, w, 5)).astype("float32")
         np.testing.assert_array_equal(keras.ops.convert_to_numpy(pool(xs, 7, (1, 2))),
