@@ -103,7 +103,7 @@ def test_backends_table_gives_intervals_and_readings():
     assert cells[-2].startswith("+0.2") or cells[-2].startswith("+0.3"), row
 
 
-@pytest.mark.slow  # ~20 s; tests/test_attach.py covers the same checks on smaller models
+@pytest.mark.large  # ~20 s: add_attention, round trip, fit and export on a keras.applications model
 def test_attention_table_row():
     """One row of benchmarks/attention_table.py, small input (the full table: slow test)."""
     from benchmarks.attention_table import markdown, row
