@@ -304,6 +304,7 @@ def _max_by_strides(x, axis, bins):
     return parts[0] if len(parts) == 1 else ops.concatenate(parts, axis=axis)
 
 
+@functools.cache
 def _bin_runs(pieces, index):
     # `index` as runs of consecutive rows of one piece: `(piece, start, stop)` each.
     sizes = [len(range(a, e, step)) for _, a, e, step in pieces]
@@ -314,7 +315,7 @@ def _bin_runs(pieces, index):
             runs[-1][2] = r + 1
         else:
             runs.append([p, r, r + 1])
-    return [tuple(run) for run in runs]
+    return tuple(tuple(run) for run in runs)
 
 
 def _max_by_bins(x, axis, bins):
