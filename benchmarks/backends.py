@@ -83,11 +83,12 @@ def markdown(results, repeats):
     from benchmarks.common import command_line, git_revision, machine, round_ratio
 
     info = machine()
+    xla_flags = f"XLA_FLAGS={os.environ['XLA_FLAGS']} " if os.environ.get("XLA_FLAGS") else ""
     lines = [
         "# keras_cra benchmark: CRA on every Keras backend", "",
         f"Machine: {info['cpu']}, {info['cores']} cores, nothing else running; Keras "
         f"{info['keras']}; commit {git_revision()}.", "",
-        f"Command: `python {command_line()}`", "",
+        f"Command: `{xla_flags}python {command_line()}`", "",
         "Each backend in its own process; in each, the models of one case interleaved after 3 "
         f"warm-up calls, {repeats} rounds (batch 1: {2 * repeats}), the order rotated each "
         "round; a ratio is the median over rounds of a model's time over the time of the same "

@@ -122,3 +122,27 @@ def test_full_attention_table():
     for name in MODELS:
         r = row(name, size=96)
         assert r["attention_layers"] > 0 and r["round_trip"] and r["fits"] and r["exports"], r
+
+
+@pytest.mark.large  # ~50 s: two JAX processes compile and profile a CRAResNet20 training step
+def test_jax_profile_groups_xla_ops_by_layer():
+    """benchmarks/jax_profile.py on XLA's own dump and trace: the attention groups hold time
+    only when the model has attention layers, every profiled op is in one group, and the
+    slowest transposes' 4 MB inputs are found in XLA's buffer assignment."""
+    import importlib.util
+
+    from benchmarks.jax_profile import GROUPS, markdown, run
+
+    if importlib.util.find_spec("jax") is None:
+        pytest.skip("jax is not installed (optional)")
+    none, cra = run("none", 1), run("cra", 1)
+    assert none["attention_layers"] == 0 and cra["attention_layers"] == 9  # 3 stages x 3 blocks
+    assert none["groups"]["attention"] == 0 and none["groups"]["mixed"] == 0, none
+    assert cra["groups"]["attention"] > 0 and cra["groups"]["mixed"] > 0, cra
+    for r in (none, cra):
+        assert r["groups"]["transposes"] > 0 and r["groups"]["rest"] > 0, r
+        assert r["total_ms"] == pytest.approx(sum(r["groups"][g] for g in GROUPS))
+        [slowest, *_] = r["slowest_transposes"]
+        assert slowest["name"].startswith("transpose_copy"), slowest
+        assert len(slowest["offsets_mod_64k"]) >= 3, slowest  # 64x32x32x16 float32 inputs
+    assert "| default | cra |" in markdown([none, cra], 1)
