@@ -134,7 +134,8 @@ def ratio_difference(results, name, other, base, level=0.9, samples=4000, seed=0
     rounds = np.random.default_rng(seed).integers(0, len(a), size=(samples, len(a)))
     d = np.median(a[rounds], axis=1) - np.median(b[rounds], axis=1)
     low, high = np.quantile(d, [(1 - level) / 2, (1 + level) / 2])
-    return float(np.median(a) - np.median(b)), float(low), float(high)
+    point = round_ratio(results, name, base) - round_ratio(results, other, base)
+    return point, float(low), float(high)
 
 
 def verdict(low, high, target):

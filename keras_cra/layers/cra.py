@@ -265,10 +265,11 @@ def strided_runs(size, bins):
     into runs of equally spaced starts, one strided slice each.
 
     Returns:
-        `(lengths, pieces, index)`: the window lengths needed (ascending),
+        `(lengths, pieces, order)`: the window lengths needed (ascending),
         `pieces` a tuple of `(length, start, stop, step)` slices of those
-        running maxima, and `index[i]` the row of bin `i` in the pieces
-        concatenated in order (`None` when that is `range(bins)`).
+        running maxima, and `order` the bins in order as `(piece, start,
+        stop)` slices of the sliced pieces (`None` when the pieces
+        concatenated are already in order).
     """
     start, end = adaptive_max_windows(size, bins)
     bins_ = list(zip(start.tolist(), (end - start).tolist()))
@@ -285,26 +286,25 @@ def strided_runs(size, bins):
     pieces = tuple((l, a, e + 1, st or 1) for l, a, e, st in pieces)
     index = tuple(order.index(b) for b in bins_)
     lengths = tuple(sorted({p[0] for p in pieces}))
-    return lengths, pieces, None if index == tuple(range(bins)) else index
+    return lengths, pieces, None if index == tuple(range(bins)) else _bin_runs(pieces, index)
 
 
 def _max_by_strides(x, axis, bins):
     size = x.shape[axis]
-    lengths, pieces, index = strided_runs(size, bins)
+    lengths, pieces, order = strided_runs(size, bins)
     running, m = {1: x}, x
     for length in range(2, lengths[-1] + 1):
         m = ops.maximum(_axis_slice(m, axis, 0, size - length + 1),
                         _axis_slice(x, axis, length - 1, size))
         running[length] = m
     parts = [_axis_slice(running[length], axis, a, e, step) for length, a, e, step in pieces]
-    if index is not None:
+    if order is not None:
         # Bins in order as slices of the pieces, not a gather: XLA's gradient of a gather
         # is a scatter-add, slow on CPU.
-        parts = [_axis_slice(parts[p], axis, a, b) for p, a, b in _bin_runs(pieces, index)]
+        parts = [_axis_slice(parts[p], axis, a, b) for p, a, b in order]
     return parts[0] if len(parts) == 1 else ops.concatenate(parts, axis=axis)
 
 
-@functools.cache
 def _bin_runs(pieces, index):
     # `index` as runs of consecutive rows of one piece: `(piece, start, stop)` each.
     sizes = [len(range(a, e, step)) for _, a, e, step in pieces]
@@ -331,11 +331,12 @@ def _max_by_bins(x, axis, bins):
 def _jax_adaptive_max_pool(x, output_size, axes):
     """The JAX backend's fast paths (the same numbers as the general ones).
 
-    XLA's gradient of a max pool (`select_and_scatter`) and of a gather (a
-    scatter-add) are the slow parts of a CRA training step on CPU. Here every
+    XLA's gradients of a max pool (`select_and_scatter`) and of a gather (a
+    scatter-add) are slow on CPU. Here every
     axis is pooled by reductions and slices only, whose gradients are
     elementwise: equal blocks by a reshape, windows of at most 4 rows by
-    slices of running maxima (`strided_runs`), longer ones bin by bin
+    slices of running maxima (`strided_runs`, the bins put in order by
+    slices, not a gather), longer ones bin by bin
     (measured fastest for each, forward and gradient, on CPU).
     NaN: see `ChannelReassessmentAttention` (XLA's reductions decide).
     """
