@@ -83,12 +83,11 @@ def markdown(results, repeats):
     from benchmarks.common import command_line, git_revision, machine, round_ratio
 
     info = machine()
-    xla_flags = f"XLA_FLAGS={os.environ['XLA_FLAGS']} " if os.environ.get("XLA_FLAGS") else ""
     lines = [
         "# keras_cra benchmark: CRA on every Keras backend", "",
         f"Machine: {info['cpu']}, {info['cores']} cores, nothing else running; Keras "
         f"{info['keras']}; commit {git_revision()}.", "",
-        f"Command: `{xla_flags}python {command_line()}`", "",
+        f"Command: `{command_line()}`", "",
         "Each backend in its own process; in each, the models of one case interleaved after 3 "
         f"warm-up calls, {repeats} rounds (batch 1: {2 * repeats}), the order rotated each "
         "round; a ratio is the median over rounds of a model's time over the time of the same "
@@ -118,10 +117,25 @@ def markdown(results, repeats):
                 + " | ".join(f"{ratios[a]:.3f}" for a in ATTENTIONS[1:])
                 + f" | {difference_cell(times, 'floor', targets['floor'])} | "
                   f"{difference_cell(times, 'se', targets['se'])} |")
+    faults = [(r["backend"], case, times) for r in results if "error" not in r
+              for case, times in r["cases"].items()]
+    if faults and all("faults" in t for _, _, t in faults):
+        lines += [
+            "", "Minor page faults per call (median over rounds): memory the allocator took "
+            "fresh from the system during the call. They differ between models of one "
+            "process by where the allocator's thresholds happen to sit, not by what the "
+            "models compute.", "",
+            "| backend | case | " + " | ".join(ATTENTIONS) + " |",
+            "|---|---|" + "---|" * len(ATTENTIONS)]
+        for backend, case, times in faults:
+            lines.append(f"| {backend} | {case} | "
+                         + " | ".join(f"{times[a]['faults']:.0f}" for a in ATTENTIONS) + " |")
     return "\n".join(lines) + "\n"
 
 
 def main(argv=None):
+    from benchmarks.common import write_results
+
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--backends", nargs="*", default=list(BACKENDS), choices=list(BACKENDS))
     p.add_argument("--repeats", type=int, default=60)
@@ -135,10 +149,7 @@ def main(argv=None):
         return worker(repeats, a.cases)
     results = [run_backend(b, repeats, a.cases) for b in a.backends]
     text = markdown(results, repeats)
-    with open(os.path.join(a.out, "RESULTS_backends.md"), "w") as f:
-        f.write(text)
-    with open(os.path.join(a.out, "RESULTS_backends.json"), "w") as f:
-        json.dump(results, f, indent=2)
+    write_results(a.out, "RESULTS_backends", text, results)
     print(text)
 
 

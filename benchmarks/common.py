@@ -3,6 +3,7 @@
 import json
 import os
 import platform
+import resource
 import subprocess
 import sys
 import time
@@ -83,13 +84,16 @@ def interleaved(fns, repeats, warmup=2, inner=1, before=None, rotate=False):
     With `rotate`, round `r` starts at the `r`-th callable, so no callable always
     runs right after the same other one.
 
-    Returns `{name: {"median_ms", "min_ms", "max_ms", "times_ms"}}` per call,
-    `times_ms` listing the rounds in order (for per-round ratios, `round_ratio`).
+    Returns `{name: {"median_ms", "min_ms", "max_ms", "times_ms", "faults"}}` per call,
+    `times_ms` listing the rounds in order (for per-round ratios, `round_ratio`) and
+    `faults` the median count of the process's minor page faults per call (memory the
+    allocator took fresh from the system and touched during the call).
     """
     for fn in fns.values():
         for _ in range(warmup):
             fn()
     times = {name: [] for name in fns}
+    faults = {name: [] for name in fns}
     names = list(fns)
     for r in range(repeats):
         shift = r % len(names) if rotate else 0
@@ -97,15 +101,23 @@ def interleaved(fns, repeats, warmup=2, inner=1, before=None, rotate=False):
             fn = fns[name]
             if before is not None:
                 before()
+            f = minor_faults()
             t = time.perf_counter()
             for _ in range(inner):
                 fn()
             times[name].append((time.perf_counter() - t) / inner * 1000)
+            faults[name].append((minor_faults() - f) / inner)
     return {
         name: {"median_ms": float(np.median(v)), "min_ms": float(np.min(v)),
-               "max_ms": float(np.max(v)), "times_ms": [float(t) for t in v]}
+               "max_ms": float(np.max(v)), "times_ms": [float(t) for t in v],
+               "faults": float(np.median(faults[name]))}
         for name, v in times.items()
     }
+
+
+def minor_faults():
+    """The process's minor page faults so far (all its threads)."""
+    return resource.getrusage(resource.RUSAGE_SELF).ru_minflt
 
 
 def round_ratio(results, name, base):
@@ -151,8 +163,14 @@ def ratio(a, b):
     return a["median_ms"] / b["median_ms"]
 
 
+# Environment variables that change what a benchmark measures, echoed in its command line.
+MEASURED_ENVIRONMENT = ("XLA_FLAGS", "MALLOC_MMAP_THRESHOLD_", "MALLOC_TRIM_THRESHOLD_")
+
+
 def command_line():
-    return " ".join([os.path.relpath(sys.argv[0])] + sys.argv[1:])
+    """This run's command, prefixed by the set variables of `MEASURED_ENVIRONMENT`."""
+    env = [f"{k}={os.environ[k]}" for k in MEASURED_ENVIRONMENT if os.environ.get(k)]
+    return " ".join(env + ["python", os.path.relpath(sys.argv[0])] + sys.argv[1:])
 
 
 def git_revision():
@@ -166,3 +184,10 @@ def git_revision():
 def write_json(path, payload):
     with open(path, "w") as f:
         json.dump(payload, f, indent=2)
+
+
+def write_results(folder, stem, text, payload):
+    """Writes `folder/stem.md` (the table `text`) and `folder/stem.json` (`payload`)."""
+    with open(os.path.join(folder, stem + ".md"), "w") as f:
+        f.write(text)
+    write_json(os.path.join(folder, stem + ".json"), payload)

@@ -161,7 +161,7 @@ def markdown(results, steps):
         "# keras_cra benchmark: a CRAResNet20 JAX training step, op by op", "",
         f"Machine: {info['cpu']}, {info['cores']} cores, nothing else running; Keras "
         f"{info['keras']}; commit {git_revision()}.", "",
-        f"Command: `python {command_line()}`", "",
+        f"Command: `{command_line()}`", "",
         f"`train_on_batch`, batch 64, 32x32, {steps} profiled steps after 3 warm-up steps, "
         "each model in its own process. Times are ms per step summed over XLA's executed ops "
         "(jax.profiler), grouped by the layers in each op's HLO metadata: `attention` only the "
@@ -183,6 +183,8 @@ def markdown(results, steps):
 
 
 def main(argv=None):
+    from benchmarks.common import write_results
+
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--steps", type=int, default=10)
     p.add_argument("--flags", nargs="*", default=[SCHEDULER_FLAG],
@@ -198,10 +200,7 @@ def main(argv=None):
         return
     results = [run(att, a.steps, flags) for flags in ["", *a.flags] for att in a.attentions]
     text = markdown(results, a.steps)
-    with open(os.path.join(a.out, "RESULTS_jax_profile.md"), "w") as f:
-        f.write(text)
-    with open(os.path.join(a.out, "RESULTS_jax_profile.json"), "w") as f:
-        json.dump(results, f, indent=2)
+    write_results(a.out, "RESULTS_jax_profile", text, results)
     print(text)
 
 

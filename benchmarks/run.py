@@ -225,7 +225,7 @@ def report_head(title, about=""):
     lines = [f"# keras_cra benchmark: {title}", "",
              f"Machine: {info['cpu']}, {info['cores']} cores, nothing else running; "
              f"TensorFlow {info['tensorflow']}, Keras {info['keras']}; commit {git_revision()}.", "",
-             f"Command: `python {command_line()}`", "",
+             f"Command: `{command_line()}`", "",
              "Ratios against the same model with `attention=None`, interleaved in one run; "
              "`floor` as in RESULTS.md." + about]
     return payload, lines
@@ -358,7 +358,7 @@ def detector_only(out):
     info = machine()
     lines = [f"Machine: {info['cpu']}, {info['cores']} cores, nothing else running; "
              f"TensorFlow {info['tensorflow']}, Keras {info['keras']}; commit {git_revision()}; "
-             f"command `python {command_line()}`.", ""]
+             f"command `{command_line()}`.", ""]
     body = detector_lines()
     section = "\n".join([body[0], ""] + lines + body[1:])
     path = os.path.join(out, "RESULTS.md")
@@ -433,7 +433,7 @@ def main(argv=None):
         f"Machine: {info['cpu']}, {info['cores']} cores; Python {info['python']}, "
         f"TensorFlow {info['tensorflow']}, Keras {info['keras']} ({info['backend']} backend); "
         f"commit {git_revision()}.", "",
-        f"Command: `python {command_line()}`", "",
+        f"Command: `{command_line()}`", "",
         "Ratios are against the same backbone with `attention=None`, measured in the same run "
         "with interleaved repetitions (A/B/A/B after warm-up); times are medians with the "
         "min-max spread. `floor` is not an attention: it is `x * sigmoid(x[:, :1, :1, :])` "

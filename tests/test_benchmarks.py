@@ -1,5 +1,7 @@
 """The benchmark helpers that shape the published numbers (not timings)."""
 
+import os
+
 import numpy as np
 import pytest
 
@@ -146,3 +148,47 @@ def test_jax_profile_groups_xla_ops_by_layer():
         assert slowest["name"].startswith("transpose_copy"), slowest
         assert len(slowest["offsets_mod_64k"]) >= 3, slowest  # 64x32x32x16 float32 inputs
     assert "| default | cra |" in markdown([none, cra], 1)
+
+
+def test_interleaved_counts_page_faults_per_call():
+    # 64 MiB is over glibc's largest mmap threshold: fresh pages every call, at least one
+    # fault per 2 MiB even where transparent huge pages back them.
+    results = interleaved({"touch": lambda: np.ones(8 << 20), "idle": lambda: None}, 3,
+                          warmup=1)
+    assert results["touch"]["faults"] >= 32, results["touch"]["faults"]
+    assert results["idle"]["faults"] <= 2, results["idle"]["faults"]
+
+
+def test_command_line_names_the_measured_environment(monkeypatch):
+    from benchmarks.common import command_line
+
+    monkeypatch.delenv("XLA_FLAGS", raising=False)
+    monkeypatch.setenv("MALLOC_MMAP_THRESHOLD_", "33554432")
+    monkeypatch.setattr("sys.argv", ["benchmarks/backends.py", "--cases", "r50_b8"])
+    assert command_line() == ("MALLOC_MMAP_THRESHOLD_=33554432 python "
+                              + os.path.relpath("benchmarks/backends.py") + " --cases r50_b8")
+
+
+@pytest.mark.large  # ~25 s: a torch process profiles four small ResNet-50s
+def test_torch_profile_splits_aten_ops_by_attention_layer():
+    """benchmarks/torch_profile.py on torch.profiler's own events: attention time only where
+    the model has attention layers, CRA's pool among its attention ops, faults counted."""
+    import importlib.util
+
+    from benchmarks.torch_profile import markdown, run
+
+    if importlib.util.find_spec("torch") is None:
+        pytest.skip("torch is not installed (optional)")
+    r = run(2, batch=1, size=64)
+    models = r["models"]
+    assert models["none"]["attention_layers"] == 0 and models["cra"]["attention_layers"] == 16
+    assert models["none"]["attention_ms"] == 0, models["none"]
+    for attention in ("floor", "se", "cra"):
+        assert models[attention]["attention_ms"] > 0, models[attention]
+    cra_ops = {op for op, ms in models["cra"]["ops"].items() if ms > 0}
+    assert cra_ops & {"attention:aten::amax", "attention:aten::adaptive_max_pool2d",
+                      "attention:aten::max_pool2d_with_indices"}, cra_ops
+    assert not any(op.startswith("attention:") for op in models["none"]["ops"])
+    for m in models.values():
+        assert m["other_ms"] > 0 and m["faults"] >= 0 and m["wall_ms"] > m["other_ms"], m
+    assert "| default | cra |" in markdown([r], 2)
