@@ -119,7 +119,7 @@ def markdown(results, repeats):
                   f"{difference_cell(times, 'se', targets['se'])} |")
     faults = [(r["backend"], case, times) for r in results if "error" not in r
               for case, times in r["cases"].items()]
-    if faults and all("faults" in t for _, _, t in faults):
+    if faults and all("faults" in t[a] for _, _, t in faults for a in ATTENTIONS):
         lines += [
             "", "Minor page faults per call (median over rounds): memory the allocator took "
             "fresh from the system during the call. They differ between models of one "

@@ -197,13 +197,14 @@ def _pool_by_runs(x, axis, axes, size, bins):
         for a, b, w, s in runs
     ]
     if list(index) != list(range(bins)):  # fewer rows than bins: repeat windows
-        windows = [
-            _axis_slice(out, axis, j, j + 1) if out.shape[axis] > 1 else out
-            for out in outs
-            for j in range(out.shape[axis])
-        ]
-        outs = [windows[i] for i in index]
+        outs = _in_order(outs, axis, bins_in_order([o.shape[axis] for o in outs], index))
     return _concatenate(outs, axis)
+
+
+def _in_order(parts, axis, order):
+    # `order`'s `(part, start, stop)` slices of `parts`, a part taken whole where it can be.
+    return [parts[p] if (a, b) == (0, parts[p].shape[axis]) else _axis_slice(parts[p], axis, a, b)
+            for p, a, b in order]
 
 
 def adaptive_max_pool(x, output_size, axes, fast=True):
@@ -286,7 +287,9 @@ def strided_runs(size, bins):
     pieces = tuple((l, a, e + 1, st or 1) for l, a, e, st in pieces)
     index = tuple(order.index(b) for b in bins_)
     lengths = tuple(sorted({p[0] for p in pieces}))
-    return lengths, pieces, None if index == tuple(range(bins)) else _bin_runs(pieces, index)
+    if index == tuple(range(bins)):
+        return lengths, pieces, None
+    return lengths, pieces, bins_in_order([len(range(a, e, st)) for _, a, e, st in pieces], index)
 
 
 def _max_by_strides(x, axis, bins):
@@ -301,13 +304,20 @@ def _max_by_strides(x, axis, bins):
     if order is not None:
         # Bins in order as slices of the pieces, not a gather: XLA's gradient of a gather
         # is a scatter-add, slow on CPU.
-        parts = [_axis_slice(parts[p], axis, a, b) for p, a, b in order]
+        parts = _in_order(parts, axis, order)
     return parts[0] if len(parts) == 1 else ops.concatenate(parts, axis=axis)
 
 
-def _bin_runs(pieces, index):
-    # `index` as runs of consecutive rows of one piece: `(piece, start, stop)` each.
-    sizes = [len(range(a, e, step)) for _, a, e, step in pieces]
+def bins_in_order(sizes, index):
+    """The rows `index` of parts of `sizes` rows, as runs of consecutive rows of one part.
+
+    Both the JAX path (`strided_runs`' pieces) and the TFLite trace (`max_pool_runs`'
+    pools) put their bins in order this way, by slices rather than a gather.
+
+    Returns:
+        A tuple of `(part, start, stop)`: concatenated, the slices give rows `index`
+        of the parts laid end to end.
+    """
     where = [(p, r) for p, n in enumerate(sizes) for r in range(n)]
     runs = []
     for p, r in (where[i] for i in index):

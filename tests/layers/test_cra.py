@@ -6,7 +6,13 @@ from hypothesis import given, settings, strategies as st
 
 from keras_cra.layers import CRA, ChannelReassessmentAttention, adaptive_max_pool
 from keras_cra.layers import builtin_pooling
-from keras_cra.layers.cra import adaptive_max_windows, max_pool_runs, single_max_pool, strided_window
+from keras_cra.layers.cra import (
+    adaptive_max_windows,
+    bins_in_order,
+    max_pool_runs,
+    single_max_pool,
+    strided_window,
+)
 from keras_cra.export import tflite
 from tests.references import adaptive_max_pool_nhwc, cra_nhwc
 
@@ -132,6 +138,21 @@ def test_max_pool_runs_cover_every_bin():
         start, end = adaptive_max_windows(size, 7)
         assert [windows[i] for i in index] == list(zip(start.tolist(), end.tolist())), size
         assert len(runs) <= 7
+
+
+def test_bins_in_order_slices_give_the_rows_of_index():
+    rng = np.random.default_rng(0)
+    for _ in range(200):
+        sizes = rng.integers(1, 5, size=rng.integers(1, 5)).tolist()
+        rows = np.arange(sum(sizes))
+        index = rng.integers(0, len(rows), size=7)
+        parts = np.split(rows, np.cumsum(sizes)[:-1])
+        order = bins_in_order(sizes, index.tolist())
+        got = np.concatenate([parts[p][a:b] for p, a, b in order])
+        np.testing.assert_array_equal(got, rows[index])
+        assert all(b > a for _, a, b in order)
+        # Runs are maximal: two neighbours never continue each other.
+        assert all((p, b) != (q, c) for (p, _, b), (q, c, _) in zip(order, order[1:]))
 
 
 @pytest.mark.parametrize("data_format", ["channels_last", "channels_first"])
