@@ -80,14 +80,9 @@ def difference_cell(times, other, target):
 
 
 def markdown(results, repeats):
-    from benchmarks.common import command_line, git_revision, machine, round_ratio
+    from benchmarks.common import results_header, round_ratio
 
-    info = machine()
-    lines = [
-        "# keras_cra benchmark: CRA on every Keras backend", "",
-        f"Machine: {info['cpu']}, {info['cores']} cores, nothing else running; Keras "
-        f"{info['keras']}; commit {git_revision()}.", "",
-        f"Command: `{command_line()}`", "",
+    lines = results_header("CRA on every Keras backend") + [
         "Each backend in its own process; in each, the models of one case interleaved after 3 "
         f"warm-up calls, {repeats} rounds (batch 1: {2 * repeats}), the order rotated each "
         "round; a ratio is the median over rounds of a model's time over the time of the same "

@@ -186,6 +186,17 @@ def write_json(path, payload):
         json.dump(payload, f, indent=2)
 
 
+def results_header(title):
+    """The opening lines of a results table: its title, the machine, commit and command."""
+    info = machine()
+    return [
+        f"# keras_cra benchmark: {title}", "",
+        f"Machine: {info['cpu']}, {info['cores']} cores, nothing else running; Keras "
+        f"{info['keras']}; commit {git_revision()}.", "",
+        f"Command: `{command_line()}`", "",
+    ]
+
+
 def write_results(folder, stem, text, payload):
     """Writes `folder/stem.md` (the table `text`) and `folder/stem.json` (`payload`)."""
     with open(os.path.join(folder, stem + ".md"), "w") as f:

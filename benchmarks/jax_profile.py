@@ -154,14 +154,9 @@ def run(attention, steps, flags="", batch=64, size=32):
 
 
 def markdown(results, steps):
-    from benchmarks.common import command_line, git_revision, machine
+    from benchmarks.common import results_header
 
-    info = machine()
-    lines = [
-        "# keras_cra benchmark: a CRAResNet20 JAX training step, op by op", "",
-        f"Machine: {info['cpu']}, {info['cores']} cores, nothing else running; Keras "
-        f"{info['keras']}; commit {git_revision()}.", "",
-        f"Command: `{command_line()}`", "",
+    lines = results_header("a CRAResNet20 JAX training step, op by op") + [
         f"`train_on_batch`, batch 64, 32x32, {steps} profiled steps after 3 warm-up steps, "
         "each model in its own process. Times are ms per step summed over XLA's executed ops "
         "(jax.profiler), grouped by the layers in each op's HLO metadata: `attention` only the "

@@ -126,14 +126,9 @@ def run(rounds, env="", batch=8, size=224):
 
 
 def markdown(results, rounds):
-    from benchmarks.common import command_line, git_revision, machine
+    from benchmarks.common import results_header
 
-    info = machine()
-    lines = [
-        "# keras_cra benchmark: a PyTorch-backend CRA-ResNet-50 inference call, op by op", "",
-        f"Machine: {info['cpu']}, {info['cores']} cores, nothing else running; Keras "
-        f"{info['keras']}; commit {git_revision()}.", "",
-        f"Command: `{command_line()}`", "",
+    lines = results_header("a PyTorch-backend CRA-ResNet-50 inference call, op by op") + [
         f"`predict_on_batch`, batch {results[0]['batch']}, "
         f"{results[0]['size']}x{results[0]['size']}; the four models in one process, interleaved "
         f"after 3 warm-up calls, {rounds} profiled rounds, the order rotated each round. "
