@@ -191,8 +191,8 @@ def results_header(title):
     info = machine()
     return [
         f"# keras_cra benchmark: {title}", "",
-        f"Machine: {info['cpu']}, {info['cores']} cores, nothing else running; Keras "
-        f"{info['keras']}; commit {git_revision()}.", "",
+        f"Machine: {info['cpu']}, {info['cores']} cores, nothing else running; "
+        f"TensorFlow {info['tensorflow']}, Keras {info['keras']}; commit {git_revision()}.", "",
         f"Command: `{command_line()}`", "",
     ]
 

@@ -32,6 +32,7 @@ from benchmarks.common import (  # noqa: E402
     machine,
     one_pool_bound_layer,
     ratio,
+    results_header,
     write_json,
 )
 from keras_cra.layers.registry import attention_choices  # noqa: E402
@@ -220,14 +221,10 @@ def target_lines(timed, attentions):
 
 def report_head(title, about=""):
     """`(payload, lines)` that start a RESULTS_*.md report: title, machine, command."""
-    info = machine()
-    payload = {"machine": info, "command": command_line(), "timed": {}}
-    lines = [f"# keras_cra benchmark: {title}", "",
-             f"Machine: {info['cpu']}, {info['cores']} cores, nothing else running; "
-             f"TensorFlow {info['tensorflow']}, Keras {info['keras']}; commit {git_revision()}.", "",
-             f"Command: `{command_line()}`", "",
-             "Ratios against the same model with `attention=None`, interleaved in one run; "
-             "`floor` as in RESULTS.md." + about]
+    payload = {"machine": machine(), "command": command_line(), "timed": {}}
+    lines = results_header(title) + [
+        "Ratios against the same model with `attention=None`, interleaved in one run; "
+        "`floor` as in RESULTS.md." + about]
     return payload, lines
 
 

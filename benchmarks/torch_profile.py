@@ -17,6 +17,7 @@ on the machine:
 
 import argparse
 import collections
+import functools
 import json
 import os
 import shlex
@@ -33,6 +34,7 @@ ATTENTIONS = ("none", "floor", "se", "cra")
 # largest mmap threshold: with these, every activation comes from the reused heap.
 FIXED_MALLOC = "MALLOC_MMAP_THRESHOLD_=33554432 MALLOC_TRIM_THRESHOLD_=17179869184"
 TOP_OPS = 10
+WARMUP = 3
 LABELS = {"": "default", FIXED_MALLOC: "fixed malloc"}
 
 
@@ -67,7 +69,7 @@ def worker(rounds, batch=8, size=224, model_name="CRAResNet50"):
     import numpy as np
     from torch.profiler import ProfilerActivity, profile
 
-    from benchmarks.common import minor_faults
+    from benchmarks.common import interleaved, minor_faults
     from benchmarks.run import build
 
     plain = {layer.name for layer in build(model_name, "none", size).layers}
@@ -79,19 +81,20 @@ def worker(rounds, batch=8, size=224, model_name="CRAResNet50"):
         wrap_attention_calls(model, names)
         models[attention], layers[attention] = model, len(names)
     x = np.random.default_rng(0).normal(size=(batch, size, size, 3)).astype("float32")
-    for model in models.values():
-        for _ in range(3):
-            model.predict_on_batch(x)
     samples = {a: [] for a in ATTENTIONS}
-    for r in range(rounds):
-        order = ATTENTIONS[r % len(ATTENTIONS):] + ATTENTIONS[:r % len(ATTENTIONS)]
-        for attention in order:
-            with profile(activities=[ProfilerActivity.CPU]) as prof:
-                faults, t = minor_faults(), time.perf_counter()
-                models[attention].predict_on_batch(x)
-                wall, faults = (time.perf_counter() - t) * 1000, minor_faults() - faults
-            samples[attention].append(dict(op_times(prof.events()), wall=wall, faults=faults))
-    return {a: {"attention_layers": layers[a], **summary(samples[a])} for a in ATTENTIONS}
+
+    def profiled(attention):
+        with profile(activities=[ProfilerActivity.CPU]) as prof:
+            faults, t = minor_faults(), time.perf_counter()
+            models[attention].predict_on_batch(x)
+            wall, faults = (time.perf_counter() - t) * 1000, minor_faults() - faults
+        samples[attention].append(dict(op_times(prof.events()), wall=wall, faults=faults))
+
+    interleaved({a: functools.partial(profiled, a) for a in ATTENTIONS}, rounds,
+                warmup=WARMUP, rotate=True)
+    # The warm-up calls were profiled too; the summaries read the rounds only.
+    return {a: {"attention_layers": layers[a], **summary(samples[a][WARMUP:])}
+            for a in ATTENTIONS}
 
 
 def summary(samples):
@@ -131,7 +134,7 @@ def markdown(results, rounds):
     lines = results_header("a PyTorch-backend CRA-ResNet-50 inference call, op by op") + [
         f"`predict_on_batch`, batch {results[0]['batch']}, "
         f"{results[0]['size']}x{results[0]['size']}; the four models in one process, interleaved "
-        f"after 3 warm-up calls, {rounds} profiled rounds, the order rotated each round. "
+        f"after {WARMUP} warm-up calls, {rounds} profiled rounds, the order rotated each round. "
         "Medians over rounds of: the profiled call's wall time (the profiler's own cost "
         "included), the self times of the aten ops inside the attention layers' calls "
         "(`attention ms`) and of all others (`other ms`), and the minor page faults per "
