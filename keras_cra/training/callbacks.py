@@ -8,6 +8,18 @@ import keras
 from keras_cra.files import atomic_output, write_json_atomic
 
 
+def fit(model, callbacks, **kwargs):
+    """`model.fit(callbacks=callbacks, **kwargs)` that closes its `CSVLogger` files however
+    training ends (Keras closes them only when training finishes, not on an error or Ctrl-C)."""
+    try:
+        return model.fit(callbacks=callbacks, **kwargs)
+    finally:
+        for callback in callbacks:
+            csv_file = getattr(callback, "csv_file", None)
+            if isinstance(callback, keras.callbacks.CSVLogger) and csv_file is not None:
+                csv_file.close()
+
+
 def _diverged(logs):
     loss = (logs or {}).get("loss")
     return loss is not None and not math.isfinite(float(loss))

@@ -134,7 +134,7 @@ def _train(config, initial_epoch):
     import keras_cra.training.schedules  # noqa: F401 (registers EpochSchedule)
     from keras_cra.detection import data
     from keras_cra.detection.model import build_detector
-    from keras_cra.training.callbacks import AtomicCheckpoint, RunState, StopOnNaN
+    from keras_cra.training.callbacks import AtomicCheckpoint, RunState, StopOnNaN, fit
     from keras_cra.training.common import configure_determinism
 
     out = config.out
@@ -170,14 +170,14 @@ def _train(config, initial_epoch):
     build_loss_trackers(model, *next(iter(evaluation.take(1))))
     stopper = StopOnNaN()
     start = time.time()
-    model.fit(
-        train, epochs=config.epochs, initial_epoch=initial_epoch, steps_per_epoch=steps,
+    fit(
+        model,
+        [stopper, AtomicCheckpoint(os.path.join(out, "last.keras")),
+         keras.callbacks.CSVLogger(os.path.join(out, "history.csv"), append=config.resume),
+         keras.callbacks.TensorBoard(os.path.join(out, "logs"), write_graph=False),
+         RunState(out, monitor="val_loss")],
+        x=train, epochs=config.epochs, initial_epoch=initial_epoch, steps_per_epoch=steps,
         validation_data=evaluation, verbose=config.verbose,
-        callbacks=[stopper, AtomicCheckpoint(os.path.join(out, "last.keras")),
-                   keras.callbacks.CSVLogger(os.path.join(out, "history.csv"),
-                                             append=config.resume),
-                   keras.callbacks.TensorBoard(os.path.join(out, "logs"), write_graph=False),
-                   RunState(out, monitor="val_loss")],
     )
     if stopper.diverged_at is not None:
         epoch, step = stopper.diverged_at

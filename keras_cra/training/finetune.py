@@ -11,6 +11,7 @@ import os
 
 from keras_cra.cli import check_output_dir, run
 from keras_cra.files import atomic_output, write_json_atomic
+from keras_cra.training import callbacks as callbacks_lib
 from keras_cra.training import run_folder
 from keras_cra.training import train as train_lib
 from keras_cra.training.common import UsageError, configure_determinism, print_table
@@ -70,12 +71,12 @@ def _finetune(config):
 
     def fit(lr, initial_epoch, epochs):
         train_lib.compile_model(model, dataclasses.replace(config, lr=lr, milestones=[]), steps)
-        return model.fit(
-            train_ds, epochs=epochs, initial_epoch=initial_epoch, steps_per_epoch=steps,
+        return callbacks_lib.fit(
+            model, [keras.callbacks.CSVLogger(os.path.join(config.out, "history.csv"),
+                                              append=initial_epoch > 0)],
+            x=train_ds, epochs=epochs, initial_epoch=initial_epoch, steps_per_epoch=steps,
             validation_data=eval_ds, verbose=config.verbose,
             shuffle=False,  # the pipeline shuffles, deterministically per epoch
-            callbacks=[keras.callbacks.CSVLogger(os.path.join(config.out, "history.csv"),
-                                                 append=initial_epoch > 0)],
         )
 
     backbone.trainable = False

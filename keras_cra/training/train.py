@@ -243,7 +243,7 @@ def _train(config, initial_epoch, best, extra_callbacks):
 
     import keras_cra.training.schedules  # noqa: F401 (registers EpochSchedule for --resume)
     from keras_cra import data
-    from keras_cra.training.callbacks import AtomicCheckpoint, RunState, StopOnNaN
+    from keras_cra.training.callbacks import AtomicCheckpoint, RunState, StopOnNaN, fit
 
     strategy = get_strategy(config.strategy)
     configure_determinism(config.seed)
@@ -298,13 +298,14 @@ def _train(config, initial_epoch, best, extra_callbacks):
         RunState(out, best=best),
     ]
     start = time.time()
-    model.fit(
-        train_ds,
+    fit(
+        model,
+        callbacks + list(extra_callbacks),
+        x=train_ds,
         epochs=config.epochs,
         initial_epoch=initial_epoch,
         steps_per_epoch=steps,
         validation_data=eval_ds,
-        callbacks=callbacks + list(extra_callbacks),
         verbose=config.verbose,
         shuffle=False,  # the pipeline shuffles, deterministically per epoch
     )
