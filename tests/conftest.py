@@ -3,6 +3,8 @@ import os
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 os.environ.setdefault("KERAS_BACKEND", "tensorflow")
 
+import sys  # noqa: E402
+
 import keras  # noqa: E402
 import pytest  # noqa: E402
 
@@ -14,6 +16,12 @@ def _reset_keras_state():
     yield
     keras.config.set_dtype_policy("float32")
     keras.utils.clear_session()
+    if "tensorflow" in sys.modules:
+        # Training runs in-process turn on TF's op determinism, which is process-wide and makes
+        # Keras quietly drop jit_compile=True in later tests.
+        from tensorflow.python.framework import config as tf_config
+
+        tf_config.disable_op_determinism()
 
 
 @pytest.fixture(scope="session")
