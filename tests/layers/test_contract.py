@@ -127,6 +127,18 @@ BACKEND_SCRIPT = textwrap.dedent(
         got = grad_of(lambda t: keras.ops.sum(keras.ops.multiply(pool(t, 7, (1, 2)), up_)), xs)
         np.testing.assert_allclose(got, reference_grad(xs, 7, up), rtol=1e-6, atol=1e-6,
                                    err_msg=str((h, w)))
+    # Ties (a constant map; values rounded to a few levels): each bin's upstream value
+    # reaches its window once on every backend, so per channel the gradient sums to it.
+    for h, w in [(32, 32), (16, 13), (56, 56), (5, 9)]:
+        for xs in (np.ones((2, h, w, 3), "float32"),
+                   np.round(rng.normal(size=(2, h, w, 3))).astype("float32")):
+            up = rng.normal(size=(2, 7, 7, 3)).astype("float32")
+            up_ = keras.ops.convert_to_tensor(up)
+            got = grad_of(lambda t: keras.ops.sum(keras.ops.multiply(pool(t, 7, (1, 2)), up_)), xs)
+            # float32 shares of a tie split evenly (TF's gather path, JAX) round off
+            np.testing.assert_allclose(got.sum(axis=(1, 2), dtype="float64"),
+                                       up.sum(axis=(1, 2)), rtol=1e-4, atol=1e-4,
+                                       err_msg=str((h, w)))
     # The exporter's pooling (max pools on slices) on this backend too.
     from keras_cra.layers import adaptive_max_pool, builtin_pooling
     from tests.references import adaptive_max_pool_nhwc
