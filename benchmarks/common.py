@@ -198,7 +198,9 @@ def results_header(title):
 
 
 def write_results(folder, stem, text, payload):
-    """Writes `folder/stem.md` (the table `text`) and `folder/stem.json` (`payload`)."""
+    """Writes `folder/stem.md` (the table `text`) and `folder/stem.json` (`payload`),
+    making `folder` if it does not exist."""
+    os.makedirs(folder, exist_ok=True)
     with open(os.path.join(folder, stem + ".md"), "w") as f:
         f.write(text)
     write_json(os.path.join(folder, stem + ".json"), payload)
