@@ -153,6 +153,14 @@ def test_jax_profile_groups_xla_ops_by_layer():
     assert "| default | cra |" in markdown([none, cra], 1)
 
 
+def test_write_results_makes_its_folder(tmp_path):
+    from benchmarks.common import write_results
+
+    write_results(str(tmp_path / "new" / "folder"), "RESULTS_x", "| a |\n", {"a": 1})
+    assert (tmp_path / "new" / "folder" / "RESULTS_x.md").read_text() == "| a |\n"
+    assert (tmp_path / "new" / "folder" / "RESULTS_x.json").exists()
+
+
 def test_interleaved_counts_page_faults_per_call():
     # 64 MiB is over glibc's largest mmap threshold: fresh pages every call, at least one
     # fault per 2 MiB even where transparent huge pages back them.
@@ -166,10 +174,14 @@ def test_command_line_names_the_measured_environment(monkeypatch):
     from benchmarks.common import command_line
 
     monkeypatch.delenv("XLA_FLAGS", raising=False)
+    monkeypatch.delenv("LD_PRELOAD", raising=False)
     monkeypatch.setenv("MALLOC_MMAP_THRESHOLD_", "33554432")
     monkeypatch.setattr("sys.argv", ["benchmarks/backends.py", "--cases", "r50_b8"])
     assert command_line() == ("MALLOC_MMAP_THRESHOLD_=33554432 python "
                               + os.path.relpath("benchmarks/backends.py") + " --cases r50_b8")
+    monkeypatch.setenv("LD_PRELOAD", "libtcmalloc_minimal.so.4")
+    assert command_line().startswith(
+        "MALLOC_MMAP_THRESHOLD_=33554432 LD_PRELOAD=libtcmalloc_minimal.so.4 python ")
 
 
 @pytest.mark.large  # ~25 s: a torch process profiles four small ResNet-50s
