@@ -1,19 +1,23 @@
 PYTHON ?= python3
 export TF_CPP_MIN_LOG_LEVEL ?= 2
 
-.PHONY: install data test test-large test-all demo bench bench-quick ablate detect-demo \
+.PHONY: install data test test-large test-slow test-all demo bench bench-quick ablate detect-demo \
 	class-index fashion-mnist-weights fashion-mnist-preset
 
 install:
 	$(PYTHON) -m pip install -e ".[dev,torch,detection,onnx]"
 
-# The README's test command: the default lane. CI runs it and the large lane.
+# The README's test command: the default lane. CI runs it, the large lane and the slow lane.
 test:
 	$(PYTHON) -m pytest -p no:benchmark -n 2 --dist loadgroup -q -m "not slow and not large" tests
 
 # Long end-to-end runs and the contract checks of every zoo builder.
 test-large:
 	$(PYTHON) -m pytest -p no:benchmark -n 2 --dist loadgroup -q -m "large and not slow" tests
+
+# The full-size ImageNet models: forward passes, export, the add_attention table.
+test-slow:
+	$(PYTHON) -m pytest -p no:benchmark -n 2 --dist loadgroup -q -m "slow" tests
 
 # Everything, the full-size ImageNet forward passes included.
 test-all:
