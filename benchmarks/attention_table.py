@@ -74,13 +74,8 @@ def row(name, size=224, attention="cra"):
         restored = keras.saving.load_model(path)
         result["round_trip"] = bool(np.allclose(restored.predict(x, verbose=0),
                                                 new.predict(x, verbose=0), atol=1e-6))
-    # Fits: one model.fit step gives a finite loss, and the loss has a nonzero gradient
-    # for every attention weight (ConvNeXt's LayerScale starts at 1e-6, so its gradients
-    # are ~1e-13 and one SGD step can leave a float32 kernel unchanged).
-    new.compile("sgd", "sparse_categorical_crossentropy")
-    history = new.fit(x, np.array([1, 2]), epochs=1, verbose=0)
-    result["fits"] = bool(np.isfinite(history.history["loss"][-1]) and all(
-        g is not None and np.any(g.numpy() != 0) for g in grads))
+    # Exports, before the fit step: one SGD step on random weights can saturate the softmax,
+    # where float round-off between TFLite and TensorFlow flips whole probabilities.
     try:
         flat = tflite.convert(new, "float32")
         builtins = not any("Flex" in op for op in tflite.op_names(flat))
@@ -89,6 +84,13 @@ def row(name, size=224, attention="cra"):
     except Exception as e:  # reported in the table, not hidden
         result["exports"] = False
         result["export_error"] = f"{type(e).__name__}: {str(e)[:120]}"
+    # Fits: one model.fit step gives a finite loss, and the loss has a nonzero gradient
+    # for every attention weight (ConvNeXt's LayerScale starts at 1e-6, so its gradients
+    # are ~1e-13 and one SGD step can leave a float32 kernel unchanged).
+    new.compile("sgd", "sparse_categorical_crossentropy")
+    history = new.fit(x, np.array([1, 2]), epochs=1, verbose=0)
+    result["fits"] = bool(np.isfinite(history.history["loss"][-1]) and all(
+        g is not None and np.any(g.numpy() != 0) for g in grads))
     result["seconds"] = round(time.time() - start, 1)
     return result
 
