@@ -164,8 +164,8 @@ def ratio(a, b):
 
 
 # Environment variables that change what a benchmark measures, echoed in its command line.
-# What changes the numbers without changing the code: XLA, glibc malloc, a preloaded allocator.
-MEASURED_ENVIRONMENT = ("XLA_FLAGS", "MALLOC_MMAP_THRESHOLD_", "MALLOC_TRIM_THRESHOLD_", "LD_PRELOAD")
+MEASURED_ENVIRONMENT = ("XLA_FLAGS", "MALLOC_MMAP_THRESHOLD_", "MALLOC_TRIM_THRESHOLD_",
+                        "LD_PRELOAD")
 
 
 def command_line():
