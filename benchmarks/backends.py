@@ -5,11 +5,15 @@ CRAResNet20 at 32x32, `train_on_batch` at batch 64 (the paper's CIFAR setting), 
 attention = none / cra / se / eca / floor / onepool, interleaved after warm-up with the order
 rotated each round; each ratio is the median over rounds of the time over `none`'s time in
 the same round. `floor` and `onepool` (the `--bound` layer) as in RESULTS.md. CRA - floor and
-CRA - SE come with a bootstrap interval over rounds and the issue's target read against it
+CRA - SE come with a bootstrap interval over rounds and the target read against it
 (met / missed / undecided). Writes benchmarks/RESULTS_backends.md and .json. Run with nothing else on the machine:
 
     python benchmarks/run.py --backends       # or: python benchmarks/backends.py
     python benchmarks/backends.py --quick     # fewer repetitions
+    python benchmarks/backends.py --processes 5 --repeats 30   # five processes' rounds pooled
+
+With `--processes`, one case's rounds come from several processes, which differ in where
+XLA and malloc place their buffers, and the interval holds that difference too.
 """
 
 import argparse
@@ -24,6 +28,9 @@ sys.path.insert(0, ROOT)
 
 BACKENDS = ("tensorflow", "jax", "torch")
 ATTENTIONS = ("none", "cra", "se", "eca", "floor", "onepool")
+# Timed only when asked for (`--attentions`): CRA with a strided slice for its pool.
+BOUNDS = ("slicepool",)
+REQUIRED = ("none", "cra", "floor")
 # The issue's targets: CRA - floor and CRA - SE (per case, None: no target).
 TARGETS = {"predict": {"floor": 0.05, "se": 0.02}, "train": {"floor": 0.10, "se": None}}
 CASES = {  # name: (model, size, batch, what)
@@ -33,7 +40,7 @@ CASES = {  # name: (model, size, batch, what)
 }
 
 
-def worker(repeats, cases=tuple(CASES)):
+def worker(repeats, cases=tuple(CASES), attentions=ATTENTIONS):
     """Runs in a process whose KERAS_BACKEND is set; prints one JSON line."""
     import keras
     import numpy as np
@@ -46,7 +53,7 @@ def worker(repeats, cases=tuple(CASES)):
     for case in cases:
         model_name, size, batch, what = CASES[case]
         fns = {}
-        for attention in ATTENTIONS:
+        for attention in attentions:
             model = build(model_name, attention, size)
             x = rng.normal(size=(batch, size, size, 3)).astype("float32")
             if what == "predict":
@@ -61,43 +68,89 @@ def worker(repeats, cases=tuple(CASES)):
     print(json.dumps(results))
 
 
-def run_backend(backend, repeats, cases=tuple(CASES)):
+def run_backend(backend, repeats, cases=tuple(CASES), processes=1, attentions=ATTENTIONS):
+    """One backend's results; with `processes > 1`, that many worker processes one after
+    the other, their rounds merged per case (`merge_processes`)."""
+    from benchmarks.common import merge_processes
+
     env = dict(os.environ, KERAS_BACKEND=backend, TF_CPP_MIN_LOG_LEVEL="3",
                PYTHONPATH=ROOT)
-    done = subprocess.run([sys.executable, os.path.abspath(__file__), "--worker",
-                           "--repeats", str(repeats), "--cases", *cases], env=env, capture_output=True, text=True)
-    if done.returncode != 0:
-        return {"backend": backend, "error": done.stderr.strip().splitlines()[-1:]}
-    return json.loads(done.stdout.strip().splitlines()[-1])
+    runs = []
+    for _ in range(processes):
+        done = subprocess.run([sys.executable, os.path.abspath(__file__), "--worker",
+                               "--repeats", str(repeats), "--cases", *cases,
+                               "--attentions", *attentions], env=env,
+                              capture_output=True, text=True)
+        if done.returncode != 0:
+            return {"backend": backend, "error": done.stderr.strip().splitlines()[-1:]}
+        runs.append(json.loads(done.stdout.strip().splitlines()[-1]))
+    if processes == 1:
+        return runs[0]
+    return {"backend": backend, "processes": processes,
+            "cases": {case: merge_processes([run["cases"][case] for run in runs])
+                      for case in runs[0]["cases"]}}
 
 
-def difference_cell(times, other, target):
+def by_process(times, name="cra", other="floor"):
+    """`name - other` (the round-ratio difference) in each process of merged results."""
+    from benchmarks.common import round_ratio
+
+    process = times["none"]["process"]
+    cells = []
+    for p in sorted(set(process)):
+        one = {a: {"times_ms": [t for t, q in zip(v["times_ms"], process) if q == p]}
+               for a, v in times.items()}
+        cells.append(round_ratio(one, name, "none") - round_ratio(one, other, "none"))
+    return cells
+
+
+def difference_cell(times, other, target, name="cra"):
     from benchmarks.common import ratio_difference, verdict
 
-    d, low, high = ratio_difference(times, "cra", other, "none")
+    if other not in times:
+        return "n/a"
+    d, low, high = ratio_difference(times, name, other, "none")
     cell = f"{d:+.3f} [{low:+.3f}, {high:+.3f}]"
     return cell + (f" {verdict(low, high, target)}" if target is not None else "")
 
 
-def markdown(results, repeats):
+def markdown(results, repeats, processes=1):
     from benchmarks.common import results_header, round_ratio
 
+    if processes == 1:
+        where = "Each backend in its own process; in each"
+    else:
+        where = (f"Each backend in {processes} processes one after the other (each its own "
+                 "placement of XLA's and malloc's buffers), their rounds pooled; in each")
+    split = processes > 1
+    timed = next((list(times) for r in results if "error" not in r
+                  for times in r["cases"].values()), list(ATTENTIONS))
+    names = [a for a in ATTENTIONS + BOUNDS if a in timed]
+    bound = "slicepool" in names
     lines = results_header("CRA on every Keras backend") + [
-        "Each backend in its own process; in each, the models of one case interleaved after 3 "
+        f"{where}, the models of one case interleaved after 3 "
         f"warm-up calls, {repeats} rounds (batch 1: {2 * repeats}), the order rotated each "
         "round; a ratio is the median over rounds of a model's time over the time of the same "
         "model with `attention=None` in that round (`none ms`: its median). `floor` is "
         "`x * sigmoid(x[:, :1, :1, :])` at CRA's place: the least any channel attention "
         "costs. `onepool` is CRA with its adaptive pool replaced by one max pool (the "
-        "`--bound` layer of benchmarks/run.py; exact on 7d maps, not CRA elsewhere).", "",
+        "`--bound` layer of benchmarks/run.py; exact on 7d maps, not CRA elsewhere)."
+        + (" `slicepool` is CRA with its pool replaced by a strided slice of 7x7 pixels "
+           "(`benchmarks.common.slice_pool_bound_layer`): what CRA would cost if its pooling "
+           "were free, a bound no layout of the pooling beats." if bound else ""), "",
         "`cra - floor` and `cra - se`: the difference of the two ratios, then its 90% bootstrap "
-        "interval over rounds (rounds resampled whole), then the target's reading: `met` when "
+        "interval over rounds (rounds resampled whole"
+        + ("; processes resampled first, then rounds within each" if split else "")
+        + "), then the target's reading: `met` when "
         "the whole interval is at or below the target (inference: CRA - floor <= 0.05 and "
         "CRA - SE <= 0.02; training: CRA - floor <= 0.10), `missed` when it is above, "
         "`undecided` when the interval holds the target (this run's noise cannot tell).", "",
-        "| backend | case | none ms | " + " | ".join(f"{a}" for a in ATTENTIONS[1:])
-        + " | cra - floor | cra - se |",
-        "|---|---|---|" + "---|" * (len(ATTENTIONS) - 1) + "---|---|",
+        "| backend | case | none ms | " + " | ".join(names[1:])
+        + " | cra - floor | cra - se |" + (" slicepool - floor |" if bound else "")
+        + (" cra - floor by process |" if split else "")
+        + (" slicepool - floor by process |" if split and bound else ""),
+        "|---|---|---|" + "---|" * (len(names) - 1) + "---|---|" + "---|" * (
+            bound + split + (split and bound)),
     ]
     for r in results:
         if "error" in r:
@@ -105,26 +158,31 @@ def markdown(results, repeats):
             continue
         for case, times in r["cases"].items():
             base = times["none"]["median_ms"]
-            ratios = {a: round_ratio(times, a, "none") for a in ATTENTIONS}
+            ratios = {a: round_ratio(times, a, "none") for a in names}
             targets = TARGETS[CASES[case][3]]
-            lines.append(
-                f"| {r['backend']} | {case} | {base:.1f} | "
-                + " | ".join(f"{ratios[a]:.3f}" for a in ATTENTIONS[1:])
-                + f" | {difference_cell(times, 'floor', targets['floor'])} | "
-                  f"{difference_cell(times, 'se', targets['se'])} |")
+            cells = [f"{ratios[a]:.3f}" for a in names[1:]]
+            cells += [difference_cell(times, "floor", targets["floor"]),
+                      difference_cell(times, "se", targets["se"])]
+            if bound:
+                cells.append(difference_cell(times, "floor", targets["floor"], "slicepool"))
+            if split:
+                cells.append(", ".join(f"{d:+.3f}" for d in by_process(times)))
+            if split and bound:
+                cells.append(", ".join(f"{d:+.3f}" for d in by_process(times, "slicepool")))
+            lines.append(f"| {r['backend']} | {case} | {base:.1f} | " + " | ".join(cells) + " |")
     faults = [(r["backend"], case, times) for r in results if "error" not in r
               for case, times in r["cases"].items()]
-    if faults and all("faults" in t[a] for _, _, t in faults for a in ATTENTIONS):
+    if faults and all("faults" in t[a] for _, _, t in faults for a in names):
         lines += [
             "", "Minor page faults per call (median over rounds): memory the allocator took "
             "fresh from the system during the call. They differ between models of one "
             "process by where the allocator's thresholds happen to sit, not by what the "
             "models compute.", "",
-            "| backend | case | " + " | ".join(ATTENTIONS) + " |",
-            "|---|---|" + "---|" * len(ATTENTIONS)]
+            "| backend | case | " + " | ".join(names) + " |",
+            "|---|---|" + "---|" * len(names)]
         for backend, case, times in faults:
             lines.append(f"| {backend} | {case} | "
-                         + " | ".join(f"{times[a]['faults']:.0f}" for a in ATTENTIONS) + " |")
+                         + " | ".join(f"{times[a]['faults']:.0f}" for a in names) + " |")
     return "\n".join(lines) + "\n"
 
 
@@ -136,14 +194,22 @@ def main(argv=None):
     p.add_argument("--repeats", type=int, default=60)
     p.add_argument("--quick", action="store_true", help="5 repetitions")
     p.add_argument("--cases", nargs="+", default=list(CASES), choices=list(CASES))
+    p.add_argument("--processes", type=int, default=1,
+                   help="worker processes per backend, their rounds pooled")
+    p.add_argument("--attentions", nargs="+", default=list(ATTENTIONS),
+                   choices=list(ATTENTIONS + BOUNDS),
+                   help="the models to time (none, cra and floor always among them)")
     p.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
     p.add_argument("--out", default=HERE)
     a = p.parse_args(argv)
     repeats = 5 if a.quick else a.repeats
+    attentions = list(dict.fromkeys(list(REQUIRED) + a.attentions))
     if a.worker:
-        return worker(repeats, a.cases)
-    results = [run_backend(b, repeats, a.cases) for b in a.backends]
-    text = markdown(results, repeats)
+        return worker(repeats, a.cases, attentions)
+    if a.processes < 1:
+        p.error(f"--processes must be at least 1. Received: processes={a.processes}")
+    results = [run_backend(b, repeats, a.cases, a.processes, attentions) for b in a.backends]
+    text = markdown(results, repeats, a.processes)
     write_results(a.out, "RESULTS_backends", text, results)
     print(text)
 

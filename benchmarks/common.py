@@ -59,6 +59,35 @@ def one_pool_bound_layer():
     return OnePoolBound()
 
 
+def slice_pool_bound_layer():
+    """CRA's cost if pooling were free: a bound, not CRA.
+
+    The adaptive max pool is replaced by a strided slice, every `size // 7`-th
+    row and column cropped to 7x7 (maps smaller than 7 keep CRA's pool): the
+    gate still depends on the map, but its "pool" reads 49 pixels per channel
+    and its gradient writes them back, the least any gate computed from a 7x7
+    grid of the map can cost; weights and gate math are CRA's. Used as the
+    `slicepool` attention of `benchmarks/backends.py`: where `slicepool - floor`
+    is as large as `cra - floor`, the excess is not in CRA's pooling, so no
+    layout of the pooling removes it.
+    """
+    from keras_cra.layers import CRA
+
+    class SlicePoolBound(CRA):
+        def pool(self, inputs, fast=True):
+            a, b = self.spatial_axes
+            s = self.pool_size
+            h, w = inputs.shape[a], inputs.shape[b]
+            if h < s or w < s:
+                return super().pool(inputs, fast)
+            dh, dw = h // s, w // s
+            if a == 1:
+                return inputs[:, : s * dh : dh, : s * dw : dw, :]
+            return inputs[:, :, : s * dh : dh, : s * dw : dw]
+
+    return SlicePoolBound()
+
+
 def machine():
     try:
         cpu = next(l.split(":", 1)[1].strip() for l in open("/proc/cpuinfo") if l.startswith("model name"))
@@ -135,7 +164,11 @@ def ratio_difference(results, name, other, base, level=0.9, samples=4000, seed=0
 
     Rounds are resampled with replacement, the three calls of a round kept
     together, so the interval reflects how much the difference moves with the
-    call-to-call noise of this run.
+    call-to-call noise of this run. When the rounds come from several processes
+    (`merge_processes`: each entry's `process` names every round's process), the
+    processes are resampled first and then the rounds within each, so the interval
+    also holds what differs from one process to the next (where XLA's and malloc's
+    buffers land).
 
     Returns:
         `(difference, low, high)`, the interval's bounds at `level`.
@@ -143,11 +176,37 @@ def ratio_difference(results, name, other, base, level=0.9, samples=4000, seed=0
     base_t = np.array(results[base]["times_ms"])
     a = np.array(results[name]["times_ms"]) / base_t
     b = np.array(results[other]["times_ms"]) / base_t
-    rounds = np.random.default_rng(seed).integers(0, len(a), size=(samples, len(a)))
-    d = np.median(a[rounds], axis=1) - np.median(b[rounds], axis=1)
+    rng = np.random.default_rng(seed)
+    process = np.array(results[base].get("process", [0] * len(a)))
+    groups = [np.flatnonzero(process == p) for p in np.unique(process)]
+    d = np.empty(samples)
+    for i in range(samples):
+        picked = [groups[g] for g in rng.integers(0, len(groups), size=len(groups))]
+        rounds = np.concatenate([g[rng.integers(0, len(g), size=len(g))] for g in picked])
+        d[i] = np.median(a[rounds]) - np.median(b[rounds])
     low, high = np.quantile(d, [(1 - level) / 2, (1 + level) / 2])
     point = round_ratio(results, name, base) - round_ratio(results, other, base)
     return point, float(low), float(high)
+
+
+def merge_processes(runs):
+    """One `interleaved` result from the results of the same models in several processes.
+
+    Returns:
+        `{name: {"median_ms", "min_ms", "max_ms", "times_ms", "faults", "process"}}`:
+        the rounds of every run in order, `process[i]` the run that gave round `i`,
+        `faults` the median of the runs' medians.
+    """
+    merged = {}
+    for name in runs[0]:
+        times = [t for run in runs for t in run[name]["times_ms"]]
+        merged[name] = {
+            "median_ms": float(np.median(times)), "min_ms": float(np.min(times)),
+            "max_ms": float(np.max(times)), "times_ms": times,
+            "faults": float(np.median([run[name]["faults"] for run in runs])),
+            "process": [p for p, run in enumerate(runs) for _ in run[name]["times_ms"]],
+        }
+    return merged
 
 
 def verdict(low, high, target):

@@ -5,7 +5,8 @@ import os
 import numpy as np
 import pytest
 
-from benchmarks.common import gate_floor_layer, interleaved, one_pool_bound_layer
+from benchmarks.common import (gate_floor_layer, interleaved, one_pool_bound_layer,
+                               slice_pool_bound_layer)
 from benchmarks.run import build, repeats
 
 
@@ -40,6 +41,19 @@ def test_one_pool_bound_is_cra_on_the_grid_and_one_pool_off_it():
     # ... which is not CRA's pool there (PyTorch's windows overlap and reach row 31).
     assert not np.array_equal(blocks, adaptive_max_pool_nhwc(off_grid, 7))
     model, reference = build("CRAResNet20", "onepool"), build("CRAResNet20", "cra")
+    assert model.count_params() == reference.count_params()
+
+
+def test_slice_pool_bound_takes_every_dth_pixel():
+    from keras_cra.layers import CRA
+
+    rng = np.random.default_rng(4)
+    x = rng.normal(size=(2, 32, 32, 3)).astype("float32")
+    bound = slice_pool_bound_layer()
+    np.testing.assert_array_equal(np.asarray(bound.pool(x)), x[:, 0:28:4, 0:28:4])
+    small = rng.normal(size=(2, 5, 6, 3)).astype("float32")  # smaller than 7: CRA's pool
+    np.testing.assert_array_equal(np.asarray(bound.pool(small)), np.asarray(CRA().pool(small)))
+    model, reference = build("CRAResNet20", "slicepool"), build("CRAResNet20", "cra")
     assert model.count_params() == reference.count_params()
 
 
@@ -103,6 +117,43 @@ def test_backends_table_gives_intervals_and_readings():
     cells = [c.strip() for c in row.split("|")[1:-1]]
     assert cells[-2].endswith("missed") and cells[-1].endswith("missed"), row
     assert cells[-2].startswith("+0.2") or cells[-2].startswith("+0.3"), row
+
+
+def test_processes_are_resampled_before_rounds():
+    from benchmarks.backends import ATTENTIONS, markdown
+    from benchmarks.common import merge_processes, ratio_difference
+
+    rng = np.random.default_rng(3)
+
+    def process(cra_cost):
+        t = {a: {"times_ms": list(100 * rng.uniform(0.999, 1.001, 20)), "faults": 0.0}
+             for a in ATTENTIONS + ("slicepool",)}
+        t["cra"]["times_ms"] = [x * (1 + cra_cost) for x in t["none"]["times_ms"]]
+        t["slicepool"]["times_ms"] = [x * (1 + cra_cost / 2) for x in t["none"]["times_ms"]]
+        return t
+
+    # Within each process the difference is steady; between processes it is 0.02 or 0.12.
+    runs = [process(0.02), process(0.12), process(0.02), process(0.12)]
+    merged = merge_processes(runs)
+    assert merged["cra"]["process"] == [p for p in range(4) for _ in range(20)]
+    assert len(merged["none"]["times_ms"]) == 80
+    d, low, high = ratio_difference(merged, "cra", "floor", "none")
+    # Rounds alone would give a narrow interval; resampled processes reach both levels.
+    assert low < 0.03 and high > 0.11, (low, high)
+    one, low1, high1 = ratio_difference(runs[1], "cra", "floor", "none")
+    assert high1 - low1 < 0.01 and one == pytest.approx(0.12, abs=0.005)
+    text = markdown([{"backend": "jax", "processes": 4, "cases": {"r20_train_b64": merged}}],
+                    20, processes=4)
+    row = next(line for line in text.splitlines() if line.startswith("| jax | r20_train_b64"))
+    cells = [c.strip() for c in row.split("|")[1:-1]]
+    assert cells[-5].endswith("undecided"), row
+    per_process = [float(v) for v in cells[-2].split(", ")]
+    assert per_process == pytest.approx([0.02, 0.12, 0.02, 0.12], abs=0.005), row
+    bound = [float(v) for v in cells[-1].split(", ")]
+    assert bound == pytest.approx([0.01, 0.06, 0.01, 0.06], abs=0.005), row
+    header = next(line for line in text.splitlines() if line.startswith("| backend"))
+    assert header.split("|")[-2].strip() == "slicepool - floor by process", header
+    assert "4 processes" in text
 
 
 @pytest.mark.large  # ~20 s: add_attention, round trip, fit and export on a keras.applications model
