@@ -11,9 +11,12 @@ CRA - SE come with a bootstrap interval over rounds and the target read against 
     python benchmarks/run.py --backends       # or: python benchmarks/backends.py
     python benchmarks/backends.py --quick     # fewer repetitions
     python benchmarks/backends.py --processes 5 --repeats 30   # five processes' rounds pooled
+    python benchmarks/backends.py --cases r20_train_b64 --attentions none cra floor slicepool readpool
 
 With `--processes`, one case's rounds come from several processes, which differ in where
 XLA and malloc place their buffers, and the interval holds that difference too.
+`--attentions` adds the bounds `slicepool` (CRA's cost if its pooling were free) and
+`readpool` (the least an exact pool costs: one max over the map); see BOUND_TEXT.
 """
 
 import argparse
@@ -28,8 +31,18 @@ sys.path.insert(0, ROOT)
 
 BACKENDS = ("tensorflow", "jax", "torch")
 ATTENTIONS = ("none", "cra", "se", "eca", "floor", "onepool")
-# Timed only when asked for (`--attentions`): CRA with a strided slice for its pool.
-BOUNDS = ("slicepool",)
+# Timed only when asked for (`--attentions`): CRA with its pool replaced by a strided slice
+# (what CRA costs if pooling were free) or by one global max (the least an exact pool costs).
+BOUNDS = ("slicepool", "readpool")
+BOUND_TEXT = {
+    "slicepool": "`slicepool` is CRA with its pool replaced by a strided slice of 7x7 pixels "
+                 "(`benchmarks.common.slice_pool_bound_layer`): what CRA would cost if its "
+                 "pooling were free.",
+    "readpool": "`readpool` is CRA with its pool replaced by each channel's maximum over the "
+                "whole map repeated on the 7x7 grid (`benchmarks.common.read_pool_bound_layer`): "
+                "one reduction reading every pixel once, less work than any exact pool does; "
+                "`cra - readpool` is the most a layout of CRA's pooling could save.",
+}
 REQUIRED = ("none", "cra", "floor")
 # The issue's targets: CRA - floor and CRA - SE (per case, None: no target).
 TARGETS = {"predict": {"floor": 0.05, "se": 0.02}, "train": {"floor": 0.10, "se": None}}
@@ -126,7 +139,7 @@ def markdown(results, repeats, processes=1):
     timed = next((list(times) for r in results if "error" not in r
                   for times in r["cases"].values()), list(ATTENTIONS))
     names = [a for a in ATTENTIONS + BOUNDS if a in timed]
-    bound = "slicepool" in names
+    bounds = [b for b in BOUNDS if b in names]
     lines = results_header("CRA on every Keras backend") + [
         f"{where}, the models of one case interleaved after 3 "
         f"warm-up calls, {repeats} rounds (batch 1: {2 * repeats}), the order rotated each "
@@ -135,9 +148,7 @@ def markdown(results, repeats, processes=1):
         "`x * sigmoid(x[:, :1, :1, :])` at CRA's place: the least any channel attention "
         "costs. `onepool` is CRA with its adaptive pool replaced by one max pool (the "
         "`--bound` layer of benchmarks/run.py; exact on 7d maps, not CRA elsewhere)."
-        + (" `slicepool` is CRA with its pool replaced by a strided slice of 7x7 pixels "
-           "(`benchmarks.common.slice_pool_bound_layer`): what CRA would cost if its pooling "
-           "were free, a bound no layout of the pooling beats." if bound else ""), "",
+        + "".join(" " + BOUND_TEXT[b] for b in bounds), "",
         "`cra - floor` and `cra - se`: the difference of the two ratios, then its 90% bootstrap "
         "interval over rounds (rounds resampled whole"
         + ("; processes resampled first, then rounds within each" if split else "")
@@ -146,11 +157,11 @@ def markdown(results, repeats, processes=1):
         "CRA - SE <= 0.02; training: CRA - floor <= 0.10), `missed` when it is above, "
         "`undecided` when the interval holds the target (this run's noise cannot tell).", "",
         "| backend | case | none ms | " + " | ".join(names[1:])
-        + " | cra - floor | cra - se |" + (" slicepool - floor |" if bound else "")
+        + " | cra - floor | cra - se |" + "".join(f" {b} - floor |" for b in bounds)
         + (" cra - floor by process |" if split else "")
-        + (" slicepool - floor by process |" if split and bound else ""),
+        + ("".join(f" {b} - floor by process |" for b in bounds) if split else ""),
         "|---|---|---|" + "---|" * (len(names) - 1) + "---|---|" + "---|" * (
-            bound + split + (split and bound)),
+            len(bounds) + split * (1 + len(bounds))),
     ]
     for r in results:
         if "error" in r:
@@ -163,12 +174,10 @@ def markdown(results, repeats, processes=1):
             cells = [f"{ratios[a]:.3f}" for a in names[1:]]
             cells += [difference_cell(times, "floor", targets["floor"]),
                       difference_cell(times, "se", targets["se"])]
-            if bound:
-                cells.append(difference_cell(times, "floor", targets["floor"], "slicepool"))
+            cells += [difference_cell(times, "floor", targets["floor"], b) for b in bounds]
             if split:
-                cells.append(", ".join(f"{d:+.3f}" for d in by_process(times)))
-            if split and bound:
-                cells.append(", ".join(f"{d:+.3f}" for d in by_process(times, "slicepool")))
+                cells += [", ".join(f"{d:+.3f}" for d in by_process(times, b))
+                          for b in ["cra"] + bounds]
             lines.append(f"| {r['backend']} | {case} | {base:.1f} | " + " | ".join(cells) + " |")
     faults = [(r["backend"], case, times) for r in results if "error" not in r
               for case, times in r["cases"].items()]

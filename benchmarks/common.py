@@ -88,6 +88,32 @@ def slice_pool_bound_layer():
     return SlicePoolBound()
 
 
+def read_pool_bound_layer():
+    """The least an exact CRA pool can cost: a bound, not CRA.
+
+    The adaptive max pool is replaced by each channel's maximum over the whole
+    map, repeated on the 7x7 grid: one max reduction reading every pixel once,
+    its gradient one full-size mask. Every exact 7x7 adaptive max pool reads
+    every pixel at least once and writes a full-size gradient, so none does
+    less work; weights and gate math are CRA's. Used as the `readpool`
+    attention of `benchmarks/backends.py`: `cra - readpool` is the most any
+    layout of CRA's pooling could save.
+    """
+    from keras import ops
+
+    from keras_cra.layers import CRA
+
+    class ReadPoolBound(CRA):
+        def pool(self, inputs, fast=True):
+            a, b = self.spatial_axes
+            s = self.pool_size
+            reps = [1, 1, 1, 1]
+            reps[a] = reps[b] = s
+            return ops.tile(ops.max(inputs, axis=(a, b), keepdims=True), reps)
+
+    return ReadPoolBound()
+
+
 def machine():
     try:
         cpu = next(l.split(":", 1)[1].strip() for l in open("/proc/cpuinfo") if l.startswith("model name"))

@@ -32,6 +32,7 @@ from benchmarks.common import (  # noqa: E402
     machine,
     one_pool_bound_layer,
     ratio,
+    read_pool_bound_layer,
     slice_pool_bound_layer,
     results_header,
     write_json,
@@ -57,6 +58,8 @@ def build(model_name, attention, size=None):
         attention = one_pool_bound_layer()
     elif attention == "slicepool":
         attention = slice_pool_bound_layer()
+    elif attention == "readpool":
+        attention = read_pool_bound_layer()
     style = zoo.get(model_name).style
     size = size or (224 if style == "imagenet" else 32)
     return get_model(model_name, attention=None if attention == "none" else attention,

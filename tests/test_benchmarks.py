@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from benchmarks.common import (gate_floor_layer, interleaved, one_pool_bound_layer,
-                               slice_pool_bound_layer)
+                               read_pool_bound_layer, slice_pool_bound_layer)
 from benchmarks.run import build, repeats
 
 
@@ -54,6 +54,16 @@ def test_slice_pool_bound_takes_every_dth_pixel():
     small = rng.normal(size=(2, 5, 6, 3)).astype("float32")  # smaller than 7: CRA's pool
     np.testing.assert_array_equal(np.asarray(bound.pool(small)), np.asarray(CRA().pool(small)))
     model, reference = build("CRAResNet20", "slicepool"), build("CRAResNet20", "cra")
+    assert model.count_params() == reference.count_params()
+
+
+def test_read_pool_bound_repeats_each_channels_maximum():
+    rng = np.random.default_rng(5)
+    x = rng.normal(size=(2, 9, 12, 3)).astype("float32")
+    bound = read_pool_bound_layer()
+    expected = np.broadcast_to(x.max(axis=(1, 2), keepdims=True), (2, 7, 7, 3))
+    np.testing.assert_array_equal(np.asarray(bound.pool(x)), expected)
+    model, reference = build("CRAResNet20", "readpool"), build("CRAResNet20", "cra")
     assert model.count_params() == reference.count_params()
 
 
@@ -127,9 +137,10 @@ def test_processes_are_resampled_before_rounds():
 
     def process(cra_cost):
         t = {a: {"times_ms": list(100 * rng.uniform(0.999, 1.001, 20)), "faults": 0.0}
-             for a in ATTENTIONS + ("slicepool",)}
+             for a in ATTENTIONS + ("slicepool", "readpool")}
         t["cra"]["times_ms"] = [x * (1 + cra_cost) for x in t["none"]["times_ms"]]
         t["slicepool"]["times_ms"] = [x * (1 + cra_cost / 2) for x in t["none"]["times_ms"]]
+        t["readpool"]["times_ms"] = [x * (1 + cra_cost / 4) for x in t["none"]["times_ms"]]
         return t
 
     # Within each process the difference is steady; between processes it is 0.02 or 0.12.
@@ -145,14 +156,19 @@ def test_processes_are_resampled_before_rounds():
     text = markdown([{"backend": "jax", "processes": 4, "cases": {"r20_train_b64": merged}}],
                     20, processes=4)
     row = next(line for line in text.splitlines() if line.startswith("| jax | r20_train_b64"))
-    cells = [c.strip() for c in row.split("|")[1:-1]]
-    assert cells[-5].endswith("undecided"), row
-    per_process = [float(v) for v in cells[-2].split(", ")]
-    assert per_process == pytest.approx([0.02, 0.12, 0.02, 0.12], abs=0.005), row
-    bound = [float(v) for v in cells[-1].split(", ")]
-    assert bound == pytest.approx([0.01, 0.06, 0.01, 0.06], abs=0.005), row
     header = next(line for line in text.splitlines() if line.startswith("| backend"))
-    assert header.split("|")[-2].strip() == "slicepool - floor by process", header
+    cells = dict(zip([c.strip() for c in header.split("|")[1:-1]],
+                     [c.strip() for c in row.split("|")[1:-1]]))
+    assert cells["cra - floor"].endswith("undecided"), row
+    assert cells["readpool - floor"].startswith("+0.0"), row
+
+    def process_cells(name):
+        return [float(v) for v in cells[f"{name} - floor by process"].split(", ")]
+
+    assert process_cells("cra") == pytest.approx([0.02, 0.12, 0.02, 0.12], abs=0.005), row
+    assert process_cells("slicepool") == pytest.approx([0.01, 0.06, 0.01, 0.06], abs=0.005)
+    assert process_cells("readpool") == pytest.approx([0.005, 0.03, 0.005, 0.03], abs=0.005)
+    assert len(cells) == len(header.split("|")) - 2 == 17, header
     assert "4 processes" in text
 
 
