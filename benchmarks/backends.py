@@ -146,8 +146,10 @@ def markdown(results, repeats, processes=1):
         "round; a ratio is the median over rounds of a model's time over the time of the same "
         "model with `attention=None` in that round (`none ms`: its median). `floor` is "
         "`x * sigmoid(x[:, :1, :1, :])` at CRA's place: the least any channel attention "
-        "costs. `onepool` is CRA with its adaptive pool replaced by one max pool (the "
-        "`--bound` layer of benchmarks/run.py; exact on 7d maps, not CRA elsewhere)."
+        "costs."
+        + (" `onepool` is CRA with its adaptive pool replaced by one max pool (the "
+           "`--bound` layer of benchmarks/run.py; exact on 7d maps, not CRA elsewhere)."
+           if "onepool" in names else "")
         + "".join(" " + BOUND_TEXT[b] for b in bounds), "",
         "`cra - floor` and `cra - se`: the difference of the two ratios, then its 90% bootstrap "
         "interval over rounds (rounds resampled whole"
