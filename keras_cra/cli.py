@@ -10,6 +10,7 @@ scheduler, `docker stop` or `kill` sends) stops a command like Ctrl-C.
 import contextlib
 import signal
 import sys
+import threading
 
 from keras_cra.errors import DiskFullError, UserError, naming_flags
 from keras_cra.files import (  # noqa: F401 (re-exported for the commands)
@@ -21,8 +22,20 @@ from keras_cra.files import (  # noqa: F401 (re-exported for the commands)
     read_json,
 )
 
+# Set by the SIGTERM handler: a `KeyboardInterrupt` raised where Python code runs on behalf
+# of C code (a finalizer, a callback of a native library) can be swallowed there, so the
+# training loops also read this at every batch (`keras_cra.training.callbacks.fit`).
+_SIGTERM_RECEIVED = threading.Event()
+
+
 def _sigterm_as_interrupt(signum, frame):
+    _SIGTERM_RECEIVED.set()
     raise KeyboardInterrupt
+
+
+def sigterm_received():
+    """Whether SIGTERM arrived inside the current `sigterm_as_keyboard_interrupt` block."""
+    return _SIGTERM_RECEIVED.is_set()
 
 
 @contextlib.contextmanager
@@ -34,10 +47,12 @@ def sigterm_as_keyboard_interrupt():
     except ValueError:  # not the main thread: leave signals alone
         yield
         return
+    _SIGTERM_RECEIVED.clear()
     try:
         yield
     finally:
         signal.signal(signal.SIGTERM, previous)
+        _SIGTERM_RECEIVED.clear()
 
 
 def is_disk_full(error):

@@ -5,14 +5,30 @@ import os
 
 import keras
 
+from keras_cra.cli import sigterm_received
 from keras_cra.files import atomic_output, write_json_atomic
+
+
+class _StopOnSigterm(keras.callbacks.Callback):
+    # Raises the interrupt of a SIGTERM whose own `KeyboardInterrupt` was lost (see
+    # `keras_cra.cli.sigterm_received`) at the next batch.
+    def _check(self, *args, **kwargs):
+        if sigterm_received():
+            raise KeyboardInterrupt
+
+    on_train_batch_end = on_test_batch_end = on_epoch_begin = on_epoch_end = _check
 
 
 def fit(model, callbacks, **kwargs):
     """`model.fit(callbacks=callbacks, **kwargs)` that closes its `CSVLogger` files however
-    training ends (Keras closes them only when training finishes, not on an error or Ctrl-C)."""
+    training ends (Keras closes them only when training finishes, not on an error or Ctrl-C),
+    and stops as Ctrl-C does at the first batch after a SIGTERM, also one that arrived before
+    training began."""
     try:
-        return model.fit(callbacks=callbacks, **kwargs)
+        history = model.fit(callbacks=[_StopOnSigterm(), *callbacks], **kwargs)
+        if sigterm_received():
+            raise KeyboardInterrupt
+        return history
     finally:
         for callback in callbacks:
             csv_file = getattr(callback, "csv_file", None)
