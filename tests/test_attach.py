@@ -15,7 +15,8 @@ def images(size, n=2, seed=0):
 
 
 @pytest.mark.parametrize("name", [
-    "CRAResNet20", "CRAResNeXt50",  # basic blocks; bottleneck + grouped convs + projections
+    "CRAResNet20",  # basic blocks; then bottleneck + grouped convs + projections
+    pytest.param("CRAResNeXt50", marks=pytest.mark.large),
     pytest.param("CRAResNet50", marks=pytest.mark.slow)])
 def test_the_rule_is_the_papers(name):
     """On the plain zoo backbone, add_attention gives the zoo's CRA model: same parameters,

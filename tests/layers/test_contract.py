@@ -157,10 +157,8 @@ BACKEND_SCRIPT = textwrap.dedent(
 )
 
 
-@pytest.mark.parametrize("backend", [
-    "torch",  # the default lane runs one other backend; JAX and TF's own run: large lane
-    pytest.param("jax", marks=pytest.mark.large),
-    pytest.param("tensorflow", marks=pytest.mark.large)])
+@pytest.mark.large  # a subprocess per backend, 25 s each
+@pytest.mark.parametrize("backend", ["torch", "jax", "tensorflow"])
 def test_same_numbers_on_other_backends(backend, tmp_path):
     """keras.ops only: JAX and PyTorch give TensorFlow's numbers with the same weights, every
     backend's pooling and its gradient match NumPy, and `.keras` files move both ways."""
