@@ -38,8 +38,8 @@ def test_parameter_counts(model_name, plain, cra):
         assert sum(l.count_params() for l in blocks) == cra - plain
 
 
-# The default suite runs the full contract on a CIFAR row and an ImageNet row; every other
-# row shares their code paths (bottleneck blocks: the conversion tests compare CRA-ResNet-50
+# The default suite runs the full contract on a CIFAR row, the large lane on an ImageNet row
+# (CRAResNet18) too; every other row shares their code paths (bottleneck blocks: the conversion tests compare CRA-ResNet-50
 # and ResNeXt-50 logits with PyTorch), and its contract (30 s to a minute each on 2 cores)
 # is opt-in (make test-all).
 DEFAULT_CONTRACT = {"CRAResNet20"}
